@@ -1,0 +1,59 @@
+"""Typed charm config: frozen dataclasses loaded through ``CharmBase.load_config``.
+
+Validation lives in ``__post_init__`` and raises :class:`InvalidOption`, which the
+base charm turns into a Blocked status naming the option and the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class InvalidOption(ValueError):
+    """A config option has a value the charm cannot use."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"config option '{option}' {reason}")
+        self.option = option
+        self.reason = reason
+
+
+def check_choice(option: str, value: str, choices: Collection[str]) -> None:
+    """Raise :class:`InvalidOption` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise InvalidOption(option, f"is {value!r}, must be one of {', '.join(choices)}")
+
+
+def check_range(option: str, value: int, low: int, high: int | None = None) -> None:
+    """Raise :class:`InvalidOption` unless ``low <= value <= high``."""
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise InvalidOption(option, f"is {value}, must be {bound}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServiceConfig:
+    """Options every OpenStack service charm has."""
+
+    debug: bool = False
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        check_choice("log-level", self.log_level.upper(), LOG_LEVELS)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class APIConfig(ServiceConfig):
+    """Options of every charm that serves an OpenStack API."""
+
+    region: str = "RegionOne"
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.region.strip():
+            raise InvalidOption("region", "must not be empty")
+        check_range("workers", self.workers, 1, 64)

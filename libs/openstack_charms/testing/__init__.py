@@ -1,0 +1,192 @@
+"""ops.testing helpers shared by every charm's tests (not shipped in charms).
+
+``charm_context(name)`` builds a :class:`ops.testing.Context` from the charm's
+merged charmcraft.yaml; the ``assert_*`` functions are the generic checks every
+charm gets: blocked naming each missing mandatory relation, relation-order
+invariance, idempotency, and leader vs non-leader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import pathlib
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import ops
+import yaml
+from ops import testing
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+CHARMS = REPO / "charms"
+
+
+@dataclasses.dataclass(frozen=True)
+class RelationFixture:
+    """A relation as the other side left it, with the secrets it refers to."""
+
+    relation: testing.RelationBase
+    secrets: tuple[testing.Secret, ...] = ()
+
+
+def _merge(base: Any, own: Any) -> Any:
+    if isinstance(base, dict) and isinstance(own, dict):
+        merged = dict(base)
+        for key, value in own.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return own
+
+
+def merged_charmcraft(charm: str | pathlib.Path) -> dict[str, Any]:
+    """The top-level charmcraft.yaml merged with the charm's own (the charm's wins)."""
+    charm_dir = charm if isinstance(charm, pathlib.Path) else CHARMS / charm
+    shared = yaml.safe_load((REPO / "charmcraft.yaml").read_text()) or {}
+    own = yaml.safe_load((charm_dir / "charmcraft.yaml").read_text()) or {}
+    return _merge(shared, own)
+
+
+def load_charm_class(charm: str) -> type[ops.CharmBase]:
+    """Import ``charms/<charm>/src/charm.py`` under a unique module name."""
+    module_name = f"{charm.replace('-', '_')}_charm"
+    if module_name in sys.modules:
+        module = sys.modules[module_name]
+    else:
+        path = CHARMS / charm / "src" / "charm.py"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    classes = [
+        v
+        for v in vars(module).values()
+        if isinstance(v, type) and issubclass(v, ops.CharmBase) and v.__module__ == module_name
+    ]
+    assert len(classes) == 1, f"{charm}: expected one charm class, found {classes}"
+    return classes[0]
+
+
+def charm_context(charm: str, **kwargs: Any) -> testing.Context[Any]:
+    """An ops.testing Context for ``charms/<charm>`` with its merged metadata."""
+    meta = merged_charmcraft(charm)
+    return testing.Context(
+        load_charm_class(charm),
+        meta=meta,
+        config=meta.get("config"),
+        actions=meta.get("actions"),
+        charm_root=CHARMS / charm,
+        **kwargs,
+    )
+
+
+def mandatory_endpoints(charm: str) -> list[str]:
+    """Endpoints the charm declares without ``optional: true``."""
+    meta = merged_charmcraft(charm)
+    return sorted(
+        name
+        for kind in ("requires",)
+        for name, spec in (meta.get(kind) or {}).items()
+        if not (spec or {}).get("optional", False)
+    )
+
+
+def state_with(
+    fixtures: Iterable[RelationFixture],
+    *,
+    base: testing.State | None = None,
+    **kwargs: Any,
+) -> testing.State:
+    """A State holding these relations and their secrets on top of ``base``."""
+    fixtures = list(fixtures)
+    base = base or testing.State()
+    return dataclasses.replace(
+        base,
+        relations=[*base.relations, *(f.relation for f in fixtures)],
+        secrets=[*base.secrets, *(s for f in fixtures for s in f.secrets)],
+        **kwargs,
+    )
+
+
+# -- what a user sees ---------------------------------------------------------
+
+
+def pushed_files(state: testing.State, ctx: testing.Context[Any], container: str) -> dict[str, str]:
+    """Every file the charm wrote into a container's filesystem, by absolute path."""
+    root = state.get_container(container).get_filesystem(ctx)
+    files: dict[str, str] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            files["/" + str(path.relative_to(root))] = path.read_text()
+    return files
+
+
+def observable(state: testing.State) -> tuple[object, ...]:
+    """What a user can observe of a state, for before/after comparisons."""
+    return (
+        state.unit_status,
+        state.app_status,
+        sorted((r.endpoint, r.id, sorted(r.local_app_data.items()), sorted(r.local_unit_data.items())) for r in state.relations),
+        sorted((s.id, s.label, sorted(s.tracked_content.items()), sorted(s.latest_content.items())) for s in state.secrets),
+        sorted((c.name, sorted(c.layers)) for c in state.containers),
+    )
+
+
+# -- generic assertions -------------------------------------------------------
+
+
+def assert_blocked_without_each_mandatory(
+    ctx: testing.Context[Any],
+    complete: Sequence[RelationFixture],
+    mandatory: Sequence[str],
+    *,
+    base: testing.State,
+    event: Callable[[testing.State], Any] | None = None,
+) -> None:
+    """Removing any one mandatory relation gives Blocked naming exactly that relation."""
+    assert mandatory, "a charm with no mandatory relation should not use this check"
+    for endpoint in mandatory:
+        fixtures = [f for f in complete if f.relation.endpoint != endpoint]
+        state = state_with(fixtures, base=base)
+        out = ctx.run(ctx.on.config_changed(), state)
+        status = out.unit_status
+        assert isinstance(status, ops.BlockedStatus), f"without {endpoint}: {status}"
+        assert endpoint in status.message, f"without {endpoint}: {status.message!r}"
+        others = [m for m in mandatory if m != endpoint and m in status.message.split(": ", 1)[-1].split(", ")]
+        assert not others, f"without {endpoint} the status also names {others}"
+
+
+def assert_idempotent(ctx: testing.Context[Any], state: testing.State, event: Any) -> testing.State:
+    """Running the same event on its own output changes nothing a user can observe."""
+    once = ctx.run(event, state)
+    twice = ctx.run(event, once)
+    assert observable(twice) == observable(once), "the second run changed the state"
+    return once
+
+
+def assert_order_invariant(
+    ctx: testing.Context[Any],
+    fixtures: Sequence[RelationFixture],
+    *,
+    base: testing.State,
+) -> testing.State:
+    """Relations arriving one by one, in every rotation and reversed, end in the same state."""
+    n = len(fixtures)
+    orders = [list(fixtures[i:]) + list(fixtures[:i]) for i in range(n)]
+    orders += [list(reversed(o)) for o in orders]
+    outcomes: dict[str, testing.State] = {}
+    for order in orders:
+        state = base
+        for fixture in order:
+            state = dataclasses.replace(
+                state,
+                relations=[*state.relations, fixture.relation],
+                secrets=[*state.secrets, *fixture.secrets],
+            )
+            relation = state.get_relation(fixture.relation.id)
+            state = ctx.run(ctx.on.relation_changed(relation), state)  # type: ignore[arg-type]
+        outcomes[repr(observable(state))] = state
+    assert len(outcomes) == 1, f"{len(outcomes)} different outcomes for {n} relations in {len(orders)} orders"
+    return next(iter(outcomes.values()))
