@@ -40,7 +40,7 @@ class RelationHandler(Generic[ContextT]):
     def mandatory(self) -> bool:
         """Whether the charm cannot run without this relation."""
         meta = self.charm.meta.relations.get(self.endpoint)
-        return bool(meta and not meta.optional)
+        return bool(meta and not meta.optional and meta.role != ops.RelationRole.peer)
 
     @property
     def relations(self) -> list[ops.Relation]:

@@ -190,3 +190,20 @@ def assert_order_invariant(
         outcomes[repr(observable(state))] = state
     assert len(outcomes) == 1, f"{len(outcomes)} different outcomes for {n} relations in {len(orders)} orders"
     return next(iter(outcomes.values()))
+
+
+def container(name: str, root: pathlib.Path | None = None, **kwargs: Any) -> testing.Container:
+    """A workload container; with ``root``, its /etc, /run and /var survive between runs.
+
+    ops.testing wipes a container's filesystem at every run, as if the pod were
+    recreated each time. Mounting the directories the charms write to from
+    ``root`` models a container that keeps its filesystem, which is what an
+    idempotency or "nothing changed" check needs.
+    """
+    mounts: dict[str, testing.Mount] = {}
+    if root is not None:
+        for top in ("etc", "run", "var"):
+            source = root / name / top
+            source.mkdir(parents=True, exist_ok=True)
+            mounts[top] = testing.Mount(location=f"/{top}", source=source)
+    return testing.Container(name, can_connect=kwargs.pop("can_connect", True), mounts=mounts, **kwargs)

@@ -1,0 +1,179 @@
+"""PebbleApplier: files pushed only when changed, only affected services restarted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import ops
+import pytest
+from ops import testing
+
+from openstack_charms.testing import container
+from openstack_charms.workload import MANIFEST, Command, File, HTTPCheck, PebbleApplier, Service, Workload
+
+META = {"name": "demo", "containers": {"app": {"resource": "app-image"}}}
+
+
+class Recorder:
+    """Counts the Pebble operations the applier performs."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+
+class DemoCharm(ops.CharmBase):
+    """Applies whatever workload the test puts on the class."""
+
+    workload: ClassVar[Workload]
+    start: ClassVar[bool] = True
+    acted: ClassVar[set[str]] = set()
+
+    def __init__(self, framework: ops.Framework) -> None:
+        super().__init__(framework)
+        framework.observe(self.on.config_changed, self._apply)
+
+    def _apply(self, _: ops.EventBase) -> None:
+        applier = PebbleApplier(self.unit.get_container("app"), self.workload)
+        DemoCharm.acted = applier.apply(start=self.start)
+
+
+def workload(conf: str = "a = 1", env: str = "x") -> Workload:
+    return Workload(
+        "app",
+        services=[
+            Service("api", "uwsgi --ini /etc/app/uwsgi.ini", user="app", environment={"E": env}),
+            Service("worker", "app-worker", user="app"),
+        ],
+        checks=[HTTPCheck("api-up", "http://localhost:80/")],
+        files=[
+            File("/etc/app/app.conf", conf, user="app", group="app"),
+            File("/etc/app/uwsgi.ini", "[uwsgi]", restarts=("api",)),
+        ],
+    )
+
+
+def run(state: testing.State, wl: Workload, start: bool = True) -> tuple[testing.State, set[str], Any]:
+    DemoCharm.workload = wl
+    DemoCharm.start = start
+    ctx = testing.Context(DemoCharm, meta=META)
+    out = ctx.run(ctx.on.config_changed(), state)
+    return out, DemoCharm.acted, ctx
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> testing.State:
+    return testing.State(containers={container("app", tmp_path)})
+
+
+def test_first_apply_pushes_files_and_starts_every_service(fresh: testing.State) -> None:
+    out, acted, ctx = run(fresh, workload())
+    container = out.get_container("app")
+    root = container.get_filesystem(ctx)
+    assert (root / "etc/app/app.conf").read_text() == "a = 1"
+    assert acted == {"api", "worker"}
+    assert container.service_statuses == {
+        "api": ops.pebble.ServiceStatus.ACTIVE,
+        "worker": ops.pebble.ServiceStatus.ACTIVE,
+    }
+    layer = container.layers["charm"].to_dict()
+    assert layer["services"]["api"]["command"] == "uwsgi --ini /etc/app/uwsgi.ini"
+    assert layer["services"]["api"]["user"] == "app"
+    assert layer["checks"]["api-up"]["http"] == {"url": "http://localhost:80/"}
+    manifest = json.loads((root / MANIFEST.lstrip("/")).read_text())
+    assert manifest["started"] == ["api", "worker"]
+
+
+def test_unchanged_workload_touches_nothing(fresh: testing.State) -> None:
+    once, _, _ = run(fresh, workload())
+    twice, acted, _ = run(once, workload())
+    assert acted == set()
+    assert twice.get_container("app").layers == once.get_container("app").layers
+
+
+def test_changed_file_restarts_only_the_services_it_names(fresh: testing.State) -> None:
+    once, _, _ = run(fresh, workload())
+    wl = workload()
+    wl = Workload(wl.container, wl.services, wl.checks, [wl.files[0], File("/etc/app/uwsgi.ini", "[uwsgi]\nx=1", restarts=("api",))])
+    _, acted, _ = run(once, wl)
+    assert acted == {"api"}
+
+
+def test_changed_shared_file_restarts_every_service(fresh: testing.State) -> None:
+    once, _, _ = run(fresh, workload())
+    out, acted, ctx = run(once, workload(conf="a = 2"))
+    assert acted == {"api", "worker"}
+    assert (out.get_container("app").get_filesystem(ctx) / "etc/app/app.conf").read_text() == "a = 2"
+
+
+def test_layer_change_replans(fresh: testing.State) -> None:
+    once, _, _ = run(fresh, workload())
+    out, _, _ = run(once, workload(env="y"))
+    assert out.get_container("app").layers["charm"].to_dict()["services"]["api"]["environment"] == {"E": "y"}
+
+
+def test_files_pushed_but_nothing_started_until_asked(fresh: testing.State) -> None:
+    out, acted, ctx = run(fresh, workload(), start=False)
+    assert acted == set()
+    assert (out.get_container("app").get_filesystem(ctx) / "etc/app/app.conf").exists()
+    assert not out.get_container("app").service_statuses
+    started, acted, _ = run(out, workload(), start=True)
+    assert acted == {"api", "worker"}
+
+
+def test_file_no_longer_declared_is_removed(fresh: testing.State) -> None:
+    once, _, _ = run(fresh, workload())
+    wl = workload()
+    out, _, ctx = run(once, Workload(wl.container, wl.services, wl.checks, wl.files[:1]))
+    assert not (out.get_container("app").get_filesystem(ctx) / "etc/app/uwsgi.ini").exists()
+
+
+def test_recreated_container_gets_everything_again(fresh: testing.State) -> None:
+    run(fresh, workload())
+    new_pod = testing.State(containers={container("app")})  # empty filesystem, no manifest
+    out, acted, ctx = run(new_pod, workload())
+    assert acted == {"api", "worker"}
+    assert (out.get_container("app").get_filesystem(ctx) / "etc/app/app.conf").read_text() == "a = 1"
+
+
+def test_unreachable_pebble_is_waiting_not_a_crash() -> None:
+    state = testing.State(containers={testing.Container("app", can_connect=False)})
+
+    class Charm(DemoCharm):
+        def _apply(self, _: ops.EventBase) -> None:
+            from openstack_charms.status import Waiting
+
+            try:
+                PebbleApplier(self.unit.get_container("app"), workload()).apply(start=True)
+            except Waiting as e:
+                self.unit.status = e.status()
+
+    ctx = testing.Context(Charm, meta=META)
+    out = ctx.run(ctx.on.config_changed(), state)
+    assert out.unit_status == testing.WaitingStatus("waiting for container app (Pebble)")
+
+
+def test_failed_command_becomes_waiting_with_its_name() -> None:
+    from openstack_charms.status import Waiting
+
+    class Charm(DemoCharm):
+        def _apply(self, _: ops.EventBase) -> None:
+            try:
+                PebbleApplier(self.unit.get_container("app"), workload()).run(
+                    Command(("app-manage", "db_sync", "--secret=x"), user="app")
+                )
+            except Waiting as e:
+                self.unit.status = e.status()
+
+    state = testing.State(
+        containers={
+            testing.Container(
+                "app", can_connect=True, execs={testing.Exec(["app-manage"], return_code=1, stderr="boom")}
+            )
+        }
+    )
+    ctx = testing.Context(Charm, meta=META)
+    out = ctx.run(ctx.on.config_changed(), state)
+    assert out.unit_status == testing.WaitingStatus("app-manage db_sync failed (exit code 1); will retry")
+    assert "--secret=x" not in str(out.unit_status)
