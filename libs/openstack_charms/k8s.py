@@ -21,8 +21,9 @@ class ConfigFile:
 
     template: str
     path: str
-    user: str = "root"
-    group: str = "root"
+    user: str | None = None
+    """Owner; ``None`` means the charm's ``service_user``."""
+    group: str | None = None
     permissions: int = 0o640
     restarts: tuple[str, ...] | None = None
 
@@ -93,8 +94,8 @@ class ServiceCharm(ReconcilingCharm):
             File(
                 path=f.path,
                 content=templating.render(self.templates_dir, f.template, context),
-                user=f.user if f.user != "root" else self.service_user,
-                group=f.group if f.group != "root" else self.service_user,
+                user=f.user or self.service_user,
+                group=f.group or f.user or self.service_user,
                 permissions=f.permissions,
                 restarts=f.restarts,
             )

@@ -207,3 +207,69 @@ def container(name: str, root: pathlib.Path | None = None, **kwargs: Any) -> tes
             source.mkdir(parents=True, exist_ok=True)
             mounts[top] = testing.Mount(location=f"/{top}", source=source)
     return testing.Container(name, can_connect=kwargs.pop("can_connect", True), mounts=mounts, **kwargs)
+
+
+def fixture_for(endpoint: str, interface: str) -> RelationFixture | None:
+    """A complete relation for one of our requirer endpoints, by its interface."""
+    if interface == "mysql_client":
+        from .relations import database_fixture
+
+        return database_fixture(endpoint=endpoint)
+    if interface == "rabbitmq":
+        from .relations import amqp_fixture
+
+        return amqp_fixture(endpoint=endpoint)
+    if interface == "ingress":
+        from .relations import ingress_fixture
+
+        return ingress_fixture(endpoint=endpoint)
+    if interface == "keystone":
+        from .identity import identity_service_fixture
+
+        return identity_service_fixture(endpoint=endpoint)
+    if interface == "keystone-credentials":
+        from .identity import identity_credentials_fixture
+
+        return identity_credentials_fixture(endpoint=endpoint)
+    if interface == "tls-certificates":
+        from .relations import certificates_fixture
+
+        return certificates_fixture(endpoint=endpoint)
+    if interface == "certificate_transfer":
+        from .relations import ca_fixture
+
+        return ca_fixture(endpoint=endpoint)
+    return None
+
+
+def complete_relations(charm: str, *, mandatory_only: bool = False) -> list[RelationFixture]:
+    """Every requirer relation of ``charm`` as its providers leave it once ready."""
+    meta = merged_charmcraft(charm)
+    fixtures = []
+    for endpoint, spec in (meta.get("requires") or {}).items():
+        if mandatory_only and spec.get("optional", False):
+            continue
+        fixture = fixture_for(endpoint, spec["interface"])
+        if fixture is not None:
+            fixtures.append(fixture)
+    return fixtures
+
+
+def complete_state(
+    charm: str,
+    root: pathlib.Path | None = None,
+    *,
+    leader: bool = True,
+    mandatory_only: bool = False,
+    execs: Iterable[testing.Exec] = (),
+    **kwargs: Any,
+) -> testing.State:
+    """A state where every relation of ``charm`` is ready and its containers answer."""
+    meta = merged_charmcraft(charm)
+    base = testing.State(
+        leader=leader,
+        relations=[testing.PeerRelation(name) for name in (meta.get("peers") or {})],
+        containers=[container(name, root, execs=set(execs)) for name in (meta.get("containers") or {})],
+        storages=[testing.Storage(name) for name in (meta.get("storage") or {})],
+    )
+    return state_with(complete_relations(charm, mandatory_only=mandatory_only), base=base, **kwargs)

@@ -1,0 +1,195 @@
+"""Measure what one hook costs each charm: hook-tool calls, Pebble calls, Python time.
+
+    python tools/bench_hooks.py [charm ...]
+
+For each charm, a complete state (every relation ready, leader) is run through
+config-changed twice in ops.testing: the first run bootstraps, the second is
+the steady state a cloud spends most hooks in. Calls are counted where ops.testing
+stands in for Juju's hook tools and for Pebble, so each count is a process
+(hook tool) or an HTTP round trip (Pebble) in a real deployment. Python cost is
+measured in a fresh interpreter: the cold import of the charm module, plus the
+time spent in the charm's own code (construction, event handlers, collect-status).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "libs"))
+
+HOOK_TOOLS = {
+    "relation_get": "relation-get",
+    "relation_set": "relation-set",
+    "relation_ids": "relation-ids",
+    "relation_list": "relation-list",
+    "relation_remote_app_name": "relation-list --app",
+    "config_get": "config-get",
+    "is_leader": "is-leader",
+    "status_get": "status-get",
+    "status_set": "status-set",
+    "juju_log": "juju-log",
+    "network_get": "network-get",
+    "secret_add": "secret-add",
+    "secret_get": "secret-get",
+    "secret_info_get": "secret-info-get",
+    "secret_set": "secret-set",
+    "secret_grant": "secret-grant",
+    "secret_revoke": "secret-revoke",
+    "secret_remove": "secret-remove",
+    "application_version_set": "application-version-set",
+    "action_get": "action-get",
+    "action_set": "action-set",
+    "storage_list": "storage-list",
+    "storage_get": "storage-get",
+    "planned_units": "goal-state",
+    "resource_get": "resource-get",
+    "open_port": "open-port",
+    "close_port": "close-port",
+    "opened_ports": "opened-ports",
+}
+PEBBLE = (
+    "get_system_info",
+    "get_plan",
+    "add_layer",
+    "replan_services",
+    "start_services",
+    "stop_services",
+    "restart_services",
+    "get_services",
+    "get_checks",
+    "push",
+    "pull",
+    "list_files",
+    "make_dir",
+    "remove_path",
+    "exec",
+)
+
+
+def count_calls(charm: str) -> dict[str, Any]:
+    """Hook-tool and Pebble calls of a bootstrap run and of a steady-state run."""
+    from ops import testing
+    from scenario import mocking
+
+    from openstack_charms.testing import charm_context, complete_state
+
+    counts: collections.Counter[str] = collections.Counter()
+
+    def wrap(cls: type, name: str, label: str) -> None:
+        original = getattr(cls, name)
+
+        def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+            counts[label] += 1
+            return original(self, *args, **kwargs)
+
+        setattr(cls, name, counted)
+
+    for method, tool in HOOK_TOOLS.items():
+        if hasattr(mocking._MockModelBackend, method):
+            wrap(mocking._MockModelBackend, method, f"tool:{tool}")
+    for method in PEBBLE:
+        if hasattr(mocking._MockPebbleClient, method):
+            wrap(mocking._MockPebbleClient, method, f"pebble:{method}")
+
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as root:
+        ctx = charm_context(charm)
+        state = complete_state(charm, pathlib.Path(root), execs=[testing.Exec([], stdout="")])
+        for run in ("bootstrap", "steady"):
+            counts.clear()
+            state = ctx.run(ctx.on.config_changed(), state)
+            tools = {k[5:]: v for k, v in counts.items() if k.startswith("tool:")}
+            pebble = {k[7:]: v for k, v in counts.items() if k.startswith("pebble:")}
+            results[run] = {
+                "status": str(state.unit_status),
+                "hook_tools": sum(tools.values()),
+                "pebble": sum(pebble.values()),
+                "detail": dict(sorted(tools.items())) | {f"pebble {k}": v for k, v in sorted(pebble.items())},
+            }
+    return results
+
+
+def python_cost(charm: str) -> dict[str, float]:
+    """Cold import and in-charm time of one config-changed, in a fresh interpreter."""
+    code = f"""
+import json, pathlib, sys, tempfile, time
+sys.path.insert(0, {str(REPO / "libs")!r})
+sys.path.insert(0, {str(REPO / "charms" / charm / "src")!r})
+t0 = time.perf_counter()
+import charm as module
+t_import = time.perf_counter() - t0
+import ops
+from ops import testing
+from openstack_charms import testing as t
+cls = t.load_charm_class({charm!r})
+spent = [0.0]
+def timed(fn):
+    def inner(*a, **k):
+        s = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            spent[0] += time.perf_counter() - s
+    return inner
+cls.__init__ = timed(cls.__init__)
+cls._on_event = timed(cls._on_event)
+cls._on_collect_unit_status = timed(cls._on_collect_unit_status)
+cls._on_collect_app_status = timed(cls._on_collect_app_status)
+ctx = t.charm_context({charm!r})
+with tempfile.TemporaryDirectory() as root:
+    state = t.complete_state({charm!r}, pathlib.Path(root), execs=[testing.Exec([], stdout="")])
+    state = ctx.run(ctx.on.config_changed(), state)
+    spent[0] = 0.0
+    ctx.run(ctx.on.config_changed(), state)
+print(json.dumps({{"import": t_import, "hook": spent[0]}}))
+"""
+    best: dict[str, float] | None = None
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        sample = json.loads(out.stdout.strip().splitlines()[-1])
+        sample["total"] = sample["import"] + sample["hook"]
+        if best is None or sample["total"] < best["total"]:
+            best = sample
+    assert best is not None
+    return best
+
+
+def main() -> None:
+    charms = sys.argv[1:] or sorted(p.parent.name for p in (REPO / "charms").glob("*-k8s/charmcraft.yaml"))
+    start = time.perf_counter()
+    ops_import = min(
+        float(
+            subprocess.run(
+                [sys.executable, "-c", "import time; t=time.perf_counter(); import ops; print(time.perf_counter()-t)"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for _ in range(3)
+    )
+    print(f"python -c 'import ops' alone: {ops_import:.3f} s")
+    for charm in charms:
+        calls = count_calls(charm)
+        cost = python_cost(charm)
+        print(f"\n{charm}")
+        for run in ("bootstrap", "steady"):
+            r = calls[run]
+            print(f"  {run:9} {r['hook_tools']:3} hook-tool calls, {r['pebble']:3} Pebble calls -> {r['status']}")
+            print(f"            {r['detail']}")
+        print(
+            f"  python: import {cost['import']:.3f} s + hook {cost['hook']:.3f} s = {cost['total']:.3f} s"
+        )
+    print(f"\n({time.perf_counter() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
