@@ -68,8 +68,27 @@ class ServiceCharm(ReconcilingCharm):
         return []
 
     def extra_files(self, context: Mapping[str, Any]) -> list[File]:
-        """Files not rendered from templates (keys, certificates)."""
-        return []
+        """Files not rendered from templates: the TLS certificate, key and CAs once received.
+
+        Subclasses adding their own files extend ``super().extra_files(context)``.
+        """
+        user = self.service_user
+
+        def owned(path: str, content: str, permissions: int) -> File:
+            return File(path=path, content=content, user=user, group=user, permissions=permissions)
+
+        files: list[File] = []
+        tls = context.get("certificates")
+        if tls is not None:
+            files += [
+                owned(tls.certificate_path, tls.server_chain, 0o644),
+                owned(tls.private_key_path, tls.private_key, 0o600),
+                owned(tls.ca_path, tls.ca, 0o644),
+            ]
+        ca = context.get("receive_ca_cert")
+        if ca is not None:
+            files.append(owned(ca.path, ca.bundle, 0o644))
+        return files
 
     def bootstrap(self, applier: PebbleApplier) -> None:
         """Leader work after files are in place and before services start."""
@@ -143,6 +162,8 @@ class APICharm(ServiceCharm):
     #: endpoint name -> database name; nova declares several
     databases: ClassVar[Mapping[str, str] | None] = None
     amqp_vhost: ClassVar[str] = "openstack"
+    #: extra ``[uwsgi]`` options of this API (e.g. chunked uploads for glance)
+    uwsgi_options: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
@@ -200,6 +221,7 @@ class APICharm(ServiceCharm):
             uwsgi_name=f"{self.service_name}-api",
             tls=context.get("certificates"),
             service_type=self.service_type,
+            uwsgi_options=dict(self.uwsgi_options),
         )
         return context
 

@@ -9,9 +9,12 @@ invariance, idempotency, and leader vs non-leader.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
+import os
 import pathlib
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -72,14 +75,26 @@ def load_charm_class(charm: str) -> type[ops.CharmBase]:
 def charm_context(charm: str, **kwargs: Any) -> testing.Context[Any]:
     """An ops.testing Context for ``charms/<charm>`` with its merged metadata."""
     meta = merged_charmcraft(charm)
+    # ops.testing refuses config and actions both inside meta and beside it
+    config, actions = meta.pop("config", None), meta.pop("actions", None)
     return testing.Context(
         load_charm_class(charm),
         meta=meta,
-        config=meta.get("config"),
-        actions=meta.get("actions"),
-        charm_root=CHARMS / charm,
+        config=config,
+        actions=actions,
+        charm_root=_charm_root(charm),
         **kwargs,
     )
+
+
+@functools.cache
+def _charm_root(charm: str) -> pathlib.Path:
+    # ops.testing writes metadata.yaml, config.yaml and actions.yaml into the
+    # charm root while a test runs: give it a scratch root that links to the
+    # charm's sources, so the repository stays clean and parallel runs do not race.
+    root = pathlib.Path(tempfile.mkdtemp(prefix=f"{charm}-root-"))
+    (root / "src").symlink_to(CHARMS / charm / "src")
+    return root
 
 
 def mandatory_endpoints(charm: str) -> list[str]:
@@ -117,9 +132,12 @@ def pushed_files(state: testing.State, ctx: testing.Context[Any], container: str
     """Every file the charm wrote into a container's filesystem, by absolute path."""
     root = state.get_container(container).get_filesystem(ctx)
     files: dict[str, str] = {}
-    for path in root.rglob("*"):
-        if path.is_file():
-            files["/" + str(path.relative_to(root))] = path.read_text()
+    # mounts (see container()) are symlinks, which rglob does not enter
+    for directory, _, names in os.walk(root, followlinks=True):
+        for name in names:
+            path = pathlib.Path(directory, name)
+            if path.is_file():
+                files["/" + str(path.relative_to(root))] = path.read_text()
     return files
 
 
@@ -269,7 +287,27 @@ def complete_state(
     base = testing.State(
         leader=leader,
         relations=[testing.PeerRelation(name) for name in (meta.get("peers") or {})],
-        containers=[container(name, root, execs=set(execs)) for name in (meta.get("containers") or {})],
+        containers=[
+            _with_storage(container(name, root, execs=set(execs)), spec or {}, root)
+            for name, spec in (meta.get("containers") or {}).items()
+        ],
         storages=[testing.Storage(name) for name in (meta.get("storage") or {})],
     )
     return state_with(complete_relations(charm, mandatory_only=mandatory_only), base=base, **kwargs)
+
+
+def _with_storage(workload: testing.Container, spec: dict[str, Any], root: pathlib.Path | None) -> testing.Container:
+    """The container with its Juju storage mounted where charmcraft.yaml says, as Juju mounts it."""
+    import tempfile
+
+    mounts = dict(workload.mounts)
+    for mount in spec.get("mounts") or []:
+        location = mount["location"]
+        top = location.strip("/").split("/")[0]
+        if root is not None and top in mounts:
+            # inside a directory that already survives between runs
+            (root / workload.name / location.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        else:
+            source = pathlib.Path(tempfile.mkdtemp(prefix=f"{workload.name}-{mount['storage']}-"))
+            mounts[mount["storage"]] = testing.Mount(location=location, source=source)
+    return dataclasses.replace(workload, mounts=mounts)

@@ -1,0 +1,239 @@
+"""TLS: the service's own certificate (``tls-certificates``), CAs to trust (``certificate_transfer``).
+
+Both interfaces go through Canonical's PyPI libraries
+(``charmlibs-interfaces-tls-certificates`` and
+``charmlibs-interfaces-certificate-transfer``), which pull in pydantic and
+cryptography: a large import. So the library object is built only when it can
+have work to do, and that decision is taken in the charm's constructor, where
+the library must register its observers to see the current event:
+
+- the endpoint has a relation (known from the ``relation-ids`` call every
+  handler makes anyway, cached for the hook), or
+- the hook is one of the endpoint's own relation hooks: in ``relation-broken``
+  the relation being removed is no longer listed, yet the library must run to
+  remove the private key and certificate secrets it kept for it.
+
+In every other hook (a charm without these relations, most hooks of most
+charms) nothing is imported. The libraries' other observers (leader-elected,
+secret-expired, secret-remove for certificate renewal) only matter while a
+relation exists, which is exactly when the object is built.
+
+The base charm observes every event before any handler exists, so the charm
+reconciles before a library's own observer runs in the same hook. The
+certificates handler therefore calls the library's public ``sync()`` itself,
+once per hook, before reading: the request is sent and any certificate found in
+the reconcile that needs it. On the endpoint's own relation hooks the library's
+observer runs ``sync`` a second time; that is idempotent and costs a few
+secret reads on rare hooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from .base import RelationHandler
+
+if TYPE_CHECKING:
+    from charmlibs.interfaces.certificate_transfer import CertificateTransferRequires
+    from charmlibs.interfaces.tls_certificates import (
+        CertificateRequestAttributes,
+        ProviderCapabilities,
+        TLSCertificatesRequiresV4,
+    )
+
+    from ..charm import ReconcilingCharm
+
+logger = logging.getLogger(__name__)
+
+INGRESS_ENDPOINTS = ("ingress-internal", "ingress-public")
+
+
+@dataclasses.dataclass(frozen=True)
+class TLSContext:
+    """A unit's certificate and key, and where the charm puts them in the workload container."""
+
+    certificate: str
+    private_key: str
+    ca: str
+    chain: str
+    """The whole chain in PEM, as the provider gave it (the certificate first)."""
+    certificate_path: str
+    private_key_path: str
+    ca_path: str
+
+    @property
+    def server_chain(self) -> str:
+        """Return what a server presents: the certificate, then any intermediate CAs (without the root)."""
+        blocks = [self.certificate.strip()]
+        for block in _pem_blocks(self.chain):
+            if block not in blocks and block != self.ca.strip():
+                blocks.append(block)
+        return "\n".join(blocks) + "\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class CAContext:
+    """CA certificates to trust, as one PEM bundle, and where the charm puts it."""
+
+    bundle: str
+    path: str
+
+
+def _pem_blocks(text: str) -> list[str]:
+    end = "-----END CERTIFICATE-----"
+    return [part.strip() + "\n" + end for part in text.split(end) if part.strip()]
+
+
+def _hook_is_for(endpoint: str) -> bool:
+    """Whether the running hook is one of ``endpoint``'s relation hooks."""
+    return os.environ.get("JUJU_HOOK_NAME", "").startswith(f"{endpoint}-relation-")
+
+
+def _service_name(charm: ReconcilingCharm) -> str:
+    return getattr(charm, "service_name", None) or charm.app.name
+
+
+def certificate_names(charm: ReconcilingCharm) -> tuple[str, list[str]]:
+    """Return the common name and DNS names a unit's certificate is requested for.
+
+    The Kubernetes service name (what other pods and the catalog use), its
+    fully qualified form, the pod's own name (what traefik connects to) and the
+    host names of ready ingress URLs.
+    """
+    app, model = charm.app.name, charm.model.name
+    common_name = f"{app}.{model}.svc"
+    names = [
+        common_name,
+        f"{common_name}.cluster.local",
+        f"{charm.unit.name.replace('/', '-')}.{app}-endpoints.{model}.svc.cluster.local",
+    ]
+    for handler in charm.handlers:
+        if handler.endpoint in INGRESS_ENDPOINTS and handler.ready:
+            host = urlsplit(getattr(handler.context, "url", "")).hostname
+            if host and not _is_ip(host) and host not in names:
+                names.append(host)
+    return common_name, names
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class CertificatesRequirer(RelationHandler[TLSContext]):
+    """Requests a certificate for each unit (its own key, never shared) and serves it when issued."""
+
+    def __init__(self, charm: ReconcilingCharm, endpoint: str = "certificates") -> None:
+        super().__init__(charm, endpoint)
+        service = _service_name(charm)
+        self.certificate_path = f"/etc/{service}/tls/cert.pem"
+        self.private_key_path = f"/etc/{service}/tls/key.pem"
+        self.ca_path = f"/etc/{service}/tls/ca.pem"
+        self._synced = False
+        self.library: TLSCertificatesRequiresV4 | None = None
+        if self.related or _hook_is_for(endpoint):
+            self.library = self._build_library()
+
+    def _build_library(self) -> TLSCertificatesRequiresV4:
+        from charmlibs.interfaces import tls_certificates as tls
+
+        return tls.TLSCertificatesRequiresV4(
+            self.charm,
+            self.endpoint,
+            certificate_requests=self._requests,
+            mode=tls.Mode.UNIT,
+        )
+
+    def _requests(self, _capabilities: ProviderCapabilities | None) -> list[CertificateRequestAttributes]:
+        from charmlibs.interfaces.tls_certificates import CertificateRequestAttributes
+
+        common_name, names = certificate_names(self.charm)
+        return [CertificateRequestAttributes(common_name=common_name, sans_dns=names)]
+
+    def _sync(self) -> None:
+        if self.library is not None and not self._synced and self.related:
+            self._synced = True
+            self.library.sync()
+
+    def publish(self) -> None:
+        """Send (or renew) this unit's certificate request; idempotent."""
+        self._sync()
+
+    def get_context(self) -> TLSContext | None:
+        """Return the newest valid certificate issued for this unit's key, or ``None`` naming why not."""
+        self._sync()
+        library = self.library
+        if library is None:
+            return None
+        private_key = library.private_key
+        if private_key is None:
+            self.waiting_for = "this unit's private key (not generated yet)"
+            return None
+        now = datetime.datetime.now(datetime.UTC)
+        # Matching on the key rather than on the exact request keeps the
+        # current certificate in service while a re-request (new names) is
+        # being signed, instead of an outage until the provider answers.
+        candidates = [
+            c
+            for c in library.get_provider_certificates()
+            if not c.revoked
+            and c.certificate.expiry_time > now
+            and c.certificate.matches_private_key(private_key)
+        ]
+        if not candidates:
+            errors = [
+                e
+                for e in library.get_request_errors()
+                if e.certificate_signing_request.matches_private_key(private_key)
+            ]
+            if errors:
+                self.waiting_for = f"a certificate (request denied: {errors[0].error.message})"
+            else:
+                self.waiting_for = f"a certificate for {self.charm.unit.name}"
+            return None
+        issued = max(candidates, key=lambda c: c.certificate.expiry_time)
+        chain = [str(c).strip() for c in issued.chain] or [str(issued.certificate).strip()]
+        return TLSContext(
+            certificate=str(issued.certificate).strip() + "\n",
+            private_key=str(private_key).strip() + "\n",
+            ca=str(issued.ca).strip() + "\n",
+            chain="\n".join(chain) + "\n",
+            certificate_path=self.certificate_path,
+            private_key_path=self.private_key_path,
+            ca_path=self.ca_path,
+        )
+
+
+class CATransferRequirer(RelationHandler[CAContext]):
+    """Receives CA certificates to trust (for example the CA behind keystone's public URL)."""
+
+    def __init__(self, charm: ReconcilingCharm, endpoint: str = "receive-ca-cert") -> None:
+        super().__init__(charm, endpoint)
+        self.path = f"/etc/{_service_name(charm)}/ca-bundle.pem"
+        self.library: CertificateTransferRequires | None = None
+        if self.related or _hook_is_for(endpoint):
+            from charmlibs.interfaces.certificate_transfer import CertificateTransferRequires
+
+            # the library writes this side's version hint itself, on relation-created
+            self.library = CertificateTransferRequires(charm, endpoint)
+
+    def get_context(self) -> CAContext | None:
+        """Return every CA of every relation, sorted so the bundle is stable; ``None`` while there is none."""
+        if self.library is None:
+            return None
+        certificates = self.library.get_all_certificates()
+        blocks = sorted({block for cert in certificates for block in _pem_blocks(cert)})
+        if not blocks:
+            self.waiting_for = "certificates"
+            return None
+        return CAContext(bundle="\n".join(blocks) + "\n", path=self.path)

@@ -1,0 +1,211 @@
+"""Complete relations with the charms we do not write, as their providers leave them.
+
+Each function returns a :class:`~openstack_charms.testing.RelationFixture`: the
+relation with the provider's side filled in, and the Juju secrets it refers to.
+The formats are the ones the interface tests check against the real provider
+libraries (tests/interfaces/).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import json
+from typing import TYPE_CHECKING
+
+from ops import testing
+
+from . import RelationFixture
+
+if TYPE_CHECKING:
+    from charmlibs.interfaces.tls_certificates import Certificate, PrivateKey
+
+MODEL = "openstack"
+MYSQL_ENDPOINT = "mysql-primary.openstack.svc.cluster.local:3306"
+MYSQL_READ_ONLY_ENDPOINT = "mysql-replicas.openstack.svc.cluster.local:3306"
+RABBITMQ_HOSTNAME = "rabbitmq-endpoints.openstack.svc.cluster.local"
+INGRESS_ADDRESSES = {"ingress-internal": "10.20.0.10", "ingress-public": "10.20.1.10"}
+
+
+def _with_id(relation: testing.Relation, relation_id: int | None) -> testing.Relation:
+    return relation if relation_id is None else dataclasses.replace(relation, id=relation_id)
+
+
+def database_fixture(
+    endpoint: str = "database",
+    database: str = "glance",
+    *,
+    remote_app: str = "mysql",
+    password: str = "db-password",
+    relation_id: int | None = None,
+) -> RelationFixture:
+    """Return a ``mysql_client`` relation after mysql-k8s created the database and its user.
+
+    The provider names the user after the relation and hands the credentials
+    over in a secret granted to the relation (``secret-user``); ``data`` is the
+    copy of the request it keeps to tell what changed. The keys are those the
+    data-platform provider library writes (tests/interfaces checks them).
+    """
+    relation = testing.Relation(endpoint, interface="mysql_client", remote_app_name=remote_app)
+    relation = _with_id(relation, relation_id)
+    secret = testing.Secret(
+        {"username": f"relation-{relation.id}", "password": password},
+        owner=None,
+    )
+    salt = "fixturesalt12345"
+    request = {
+        "resource": database,
+        "salt": salt,
+        "requested-secrets": ["username", "password", "tls", "tls-ca", "uris", "read-only-uris"],
+    }
+    remote = {
+        "data": json.dumps(request),
+        "database": database,
+        "resource": database,
+        "salt": salt,
+        "endpoints": MYSQL_ENDPOINT,
+        "read-only-endpoints": MYSQL_READ_ONLY_ENDPOINT,
+        "secret-user": secret.id,
+        "version": "8.0.41-0ubuntu0.22.04.1",
+    }
+    relation = dataclasses.replace(relation, remote_app_data=remote)
+    return RelationFixture(relation, (secret,))
+
+
+def amqp_fixture(
+    endpoint: str = "amqp",
+    *,
+    remote_app: str = "rabbitmq",
+    password: str = "rabbit-password",
+    hostname: str = RABBITMQ_HOSTNAME,
+    relation_id: int | None = None,
+) -> RelationFixture:
+    """Return a ``rabbitmq`` relation after rabbitmq-k8s created the user and vhost asked for."""
+    relation = testing.Relation(
+        endpoint,
+        interface="rabbitmq",
+        remote_app_name=remote_app,
+        remote_app_data={"password": password, "hostname": hostname},
+        remote_units_data={0: {"ingress-address": "10.1.0.20"}},
+    )
+    return RelationFixture(_with_id(relation, relation_id))
+
+
+def ingress_fixture(
+    endpoint: str = "ingress-public",
+    url: str | None = None,
+    *,
+    app: str = "glance",
+    remote_app: str | None = None,
+    relation_id: int | None = None,
+) -> RelationFixture:
+    """Return an ``ingress`` relation after traefik-k8s published the URL it routes (``url``)."""
+    address = INGRESS_ADDRESSES.get(endpoint, "10.20.2.10")
+    url = url or f"http://{address}/{MODEL}-{app}"
+    relation = testing.Relation(
+        endpoint,
+        interface="ingress",
+        remote_app_name=remote_app or f"traefik-{endpoint.removeprefix('ingress-')}",
+        remote_app_data={"ingress": json.dumps({"url": url})},
+    )
+    return RelationFixture(_with_id(relation, relation_id))
+
+
+@functools.cache
+def fixture_ca() -> tuple[PrivateKey, Certificate]:
+    """Return a CA key and certificate, made once per test session (key generation is slow)."""
+    from charmlibs.interfaces.tls_certificates import Certificate, CertificateRequestAttributes, PrivateKey
+
+    key = PrivateKey.generate()
+    ca = Certificate.generate_self_signed_ca(
+        CertificateRequestAttributes(common_name="openstack test CA"), key, datetime.timedelta(days=365)
+    )
+    return key, ca
+
+
+@functools.cache
+def _unit_key(endpoint: str, unit: int) -> PrivateKey:
+    from charmlibs.interfaces.tls_certificates import PrivateKey
+
+    return PrivateKey.generate()
+
+
+def sign(csr_pem: str, *, days: int = 90) -> str:
+    """Sign a certificate signing request with the test CA, as a provider would."""
+    from charmlibs.interfaces.tls_certificates import Certificate, CertificateSigningRequest
+
+    ca_key, ca = fixture_ca()
+    csr = CertificateSigningRequest.from_string(csr_pem)
+    return str(Certificate.generate(csr, ca, ca_key, datetime.timedelta(days=days)))
+
+
+def certificates_fixture(
+    endpoint: str = "certificates",
+    *,
+    app: str = "glance",
+    model: str = MODEL,
+    unit: int = 0,
+    remote_app: str = "self-signed-certificates",
+    relation_id: int | None = None,
+) -> RelationFixture:
+    """Return a ``tls-certificates`` relation where the provider has signed this unit's request.
+
+    It holds what the unit kept from earlier hooks (its private key, in the
+    unit-owned secret the library labels, and its request in the unit databag)
+    and the provider's answer (certificate, CA, chain) in the provider's
+    application databag. The request is for ``app`` in ``model``; a charm under
+    another name re-requests, and keeps serving this certificate meanwhile.
+    """
+    from charmlibs.interfaces.tls_certificates import CertificateRequestAttributes, _tls_certificates
+
+    key = _unit_key(endpoint, unit)
+    _, ca = fixture_ca()
+    common_name = f"{app}.{model}.svc"
+    pod = f"{app}-{unit}.{app}-endpoints.{model}.svc.cluster.local"
+    names = [common_name, f"{common_name}.cluster.local", pod]
+    csr = CertificateRequestAttributes(common_name=common_name, sans_dns=names).generate_csr(key)
+    csr_pem = str(csr).strip()
+    certificate = sign(csr_pem)
+    request = {"certificate_signing_request": csr_pem, "ca": False}
+    relation = testing.Relation(
+        endpoint,
+        interface="tls-certificates",
+        remote_app_name=remote_app,
+        local_unit_data={"certificate_signing_requests": json.dumps([request])},
+        remote_app_data={
+            "certificates": json.dumps(
+                [
+                    {
+                        "ca": str(ca),
+                        "certificate_signing_request": csr_pem,
+                        "certificate": certificate,
+                        "chain": [certificate, str(ca)],
+                    }
+                ]
+            )
+        },
+    )
+    key_secret = testing.Secret(
+        {"private-key": str(key)},
+        owner="unit",
+        label=f"{_tls_certificates.LIBID}-private-key-{unit}-{endpoint}",
+    )
+    return RelationFixture(_with_id(relation, relation_id), (key_secret,))
+
+
+def ca_fixture(
+    endpoint: str = "receive-ca-cert",
+    *,
+    remote_app: str = "self-signed-certificates",
+    relation_id: int | None = None,
+) -> RelationFixture:
+    """Return a ``certificate_transfer`` relation (interface v1) carrying the test CA."""
+    _, ca = fixture_ca()
+    relation = testing.Relation(
+        endpoint,
+        interface="certificate_transfer",
+        remote_app_name=remote_app,
+        remote_app_data={"certificates": json.dumps([str(ca)]), "version": "1"},
+    )
+    return RelationFixture(_with_id(relation, relation_id))
