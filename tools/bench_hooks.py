@@ -76,10 +76,9 @@ PEBBLE = (
 
 def count_calls(charm: str) -> dict[str, Any]:
     """Hook-tool and Pebble calls of a bootstrap run and of a steady-state run."""
+    from openstack_charms.testing import charm_context, complete_state
     from ops import testing
     from scenario import mocking
-
-    from openstack_charms.testing import charm_context, complete_state
 
     counts: collections.Counter[str] = collections.Counter()
 
@@ -163,12 +162,17 @@ print(json.dumps({{"import": t_import, "hook": spent[0]}}))
 
 
 def main() -> None:
+    """Measure every k8s charm named on the command line, or all of them."""
     charms = sys.argv[1:] or sorted(p.parent.name for p in (REPO / "charms").glob("*-k8s/charmcraft.yaml"))
     start = time.perf_counter()
     ops_import = min(
         float(
             subprocess.run(
-                [sys.executable, "-c", "import time; t=time.perf_counter(); import ops; print(time.perf_counter()-t)"],
+                [
+                    sys.executable,
+                    "-c",
+                    "import time; t=time.perf_counter(); import ops; print(time.perf_counter()-t)",
+                ],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -183,11 +187,11 @@ def main() -> None:
         print(f"\n{charm}")
         for run in ("bootstrap", "steady"):
             r = calls[run]
-            print(f"  {run:9} {r['hook_tools']:3} hook-tool calls, {r['pebble']:3} Pebble calls -> {r['status']}")
+            print(
+                f"  {run:9} {r['hook_tools']:3} hook-tool calls, {r['pebble']:3} Pebble calls -> {r['status']}"
+            )
             print(f"            {r['detail']}")
-        print(
-            f"  python: import {cost['import']:.3f} s + hook {cost['hook']:.3f} s = {cost['total']:.3f} s"
-        )
+        print(f"  python: import {cost['import']:.3f} s + hook {cost['hook']:.3f} s = {cost['total']:.3f} s")
     print(f"\n({time.perf_counter() - start:.1f} s)")
 
 

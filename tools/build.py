@@ -68,6 +68,10 @@ def _python_files(root: pathlib.Path) -> Iterable[pathlib.Path]:
     return (p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
 
 
+def _is_charm_lib(module: str | None) -> bool:
+    return module is not None and (module == "charms" or module.startswith("charms."))
+
+
 def _charm_lib_imports(files: Iterable[pathlib.Path]) -> set[str]:
     """Dotted names of ``charms.*`` modules imported anywhere in ``files``."""
     modules: set[str] = set()
@@ -76,11 +80,10 @@ def _charm_lib_imports(files: Iterable[pathlib.Path]) -> set[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 modules.update(alias.name for alias in node.names if alias.name.startswith("charms."))
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                if node.module == "charms" or node.module.startswith("charms."):
-                    modules.add(node.module)
-                    # `from charms.x.v0 import lib` imports the module charms.x.v0.lib.
-                    modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and _is_charm_lib(node.module):
+                modules.add(str(node.module))
+                # `from charms.x.v0 import lib` imports the module charms.x.v0.lib.
+                modules.update(f"{node.module}.{alias.name}" for alias in node.names)
     return modules
 
 
@@ -147,7 +150,8 @@ def stage(name: str) -> pathlib.Path:
     }
     if "ops" not in names:
         raise BuildError(f"{name}: charms/{name}/requirements.txt does not list ops")
-    print(f"{name}: staged build/{name} (src, lib/{SHARED}, {', '.join(libs) or 'no charm libs'}, requirements.txt)")
+    what = ", ".join([f"lib/{SHARED}", *libs, "requirements.txt"])
+    print(f"{name}: staged build/{name} (src, {what})")
     return out
 
 
@@ -180,7 +184,9 @@ def check_imports(name: str, out: pathlib.Path) -> None:
         check=False,
     )
     if result.returncode != 0:
-        raise BuildError(f"{name}: src/charm.py does not import from the staged tree:\n{_last_lines(result.stderr)}")
+        raise BuildError(
+            f"{name}: src/charm.py does not import from the staged tree:\n{_last_lines(result.stderr)}"
+        )
     print(f"{name}: src/charm.py imports with only the staged lib/ and src/")
 
 
@@ -229,7 +235,9 @@ def pack(name: str, out: pathlib.Path, *, destructive: bool) -> str | None:
             return None
         if not _cannot_build_here(result.stdout):
             raise BuildError(f"{name}: charmcraft {' '.join(args)} failed:\n{_last_lines(result.stdout, 20)}")
-        reasons.append(f"charmcraft {' '.join(args)} cannot run on this machine:\n{_last_lines(result.stdout)}")
+        reasons.append(
+            f"charmcraft {' '.join(args)} cannot run on this machine:\n{_last_lines(result.stdout)}"
+        )
     if not destructive:
         reasons.append(
             "charmcraft pack --destructive-mode not tried: it installs build packages on this host "

@@ -69,14 +69,18 @@ RESOURCE_KEYS = frozenset({"type", "description", "upstream-source", "filename"}
 STORAGE_KEYS = frozenset(
     {"type", "description", "location", "shared", "read-only", "minimum-size", "multiple", "properties"}
 )
-ACTION_KEYS = frozenset({"description", "params", "required", "additionalProperties", "execution-group", "parallel"})
+ACTION_KEYS = frozenset(
+    {"description", "params", "required", "additionalProperties", "execution-group", "parallel"}
+)
 PARAM_TYPES = frozenset({"string", "integer", "number", "boolean", "array", "object"})
 ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 ACTION_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
 def _unknown(path: str, spec: Mapping[str, Any], known: frozenset[str]) -> list[str]:
-    return [f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})" for key in spec if key not in known]
+    return [
+        f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})" for key in spec if key not in known
+    ]
 
 
 def _mapping(path: str, value: Any) -> list[str]:
@@ -151,7 +155,11 @@ def _config(meta: Mapping[str, Any]) -> list[str]:
         if option_type not in OPTION_TYPES:
             errors.append(f"{path}.type: {option_type!r} is not one of {', '.join(OPTION_TYPES)}")
             continue
-        if "default" in spec and spec["default"] is not None and not _type_matches(option_type, spec["default"]):
+        if (
+            "default" in spec
+            and spec["default"] is not None
+            and not _type_matches(option_type, spec["default"])
+        ):
             errors.append(f"{path}.default: {spec['default']!r} is not a {option_type}")
     return errors
 
@@ -237,7 +245,9 @@ def _actions(meta: Mapping[str, Any]) -> list[str]:
                 continue
             errors += _text(f"{ppath}.description", pspec.get("description"))
             if pspec.get("type") not in PARAM_TYPES:
-                errors.append(f"{ppath}.type: {pspec.get('type')!r} is not one of {', '.join(sorted(PARAM_TYPES))}")
+                errors.append(
+                    f"{ppath}.type: {pspec.get('type')!r} is not one of {', '.join(sorted(PARAM_TYPES))}"
+                )
         for required in spec.get("required") or []:
             if required not in params:
                 errors.append(f"{path}.required: {required!r} is not a parameter")

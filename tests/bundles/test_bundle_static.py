@@ -78,7 +78,17 @@ EXTERNAL_CHARMS: dict[str, dict[str, dict[str, str]]] = {
 }
 
 # Keys Juju's bundle format knows (juju/charm bundledata.go: BundleData, ApplicationSpec, OfferSpec).
-BUNDLE_KEYS = {"bundle", "applications", "machines", "saas", "series", "default-base", "relations", "tags", "description"}
+BUNDLE_KEYS = {
+    "bundle",
+    "applications",
+    "machines",
+    "saas",
+    "series",
+    "default-base",
+    "relations",
+    "tags",
+    "description",
+}
 APPLICATION_KEYS = {
     "charm",
     "channel",
@@ -119,7 +129,9 @@ def charm_endpoints(charm: str) -> tuple[dict[str, dict[str, str]], Mapping[str,
     if name is None:
         return EXTERNAL_CHARMS[charm], None
     meta = merged_charmcraft(name)
-    return {role: {ep: spec["interface"] for ep, spec in (meta.get(role) or {}).items()} for role in ROLES}, meta
+    return {
+        role: {ep: spec["interface"] for ep, spec in (meta.get(role) or {}).items()} for role in ROLES
+    }, meta
 
 
 def load(bundle: pathlib.Path) -> list[dict[str, Any]]:
@@ -186,7 +198,9 @@ def bundle_errors(docs: list[dict[str, Any]], bundle_dir: pathlib.Path) -> list[
         else:
             (_, _, role_a, iface_a), (_, _, role_b, iface_b) = sides
             if {role_a, role_b} != {"requires", "provides"}:
-                errors.append(f"relation {relation!r}: roles {role_a}/{role_b}, must be one requirer and one provider")
+                errors.append(
+                    f"relation {relation!r}: roles {role_a}/{role_b}, must be one requirer and one provider"
+                )
             if iface_a != iface_b:
                 errors.append(f"relation {relation!r}: interfaces differ ({iface_a} vs {iface_b})")
 
@@ -198,7 +212,9 @@ def bundle_errors(docs: list[dict[str, Any]], bundle_dir: pathlib.Path) -> list[
             for endpoint, spec in (meta.get(role) or {}).items():
                 limit = spec.get("limit")
                 if limit is not None and related[(app, endpoint)] > limit:
-                    errors.append(f"{app}: {related[(app, endpoint)]} relations on {endpoint!r}, limit {limit}")
+                    errors.append(
+                        f"{app}: {related[(app, endpoint)]} relations on {endpoint!r}, limit {limit}"
+                    )
 
     for i, overlay in enumerate(overlays, start=1):
         for app, spec in (overlay.get("applications") or {}).items():
@@ -206,7 +222,9 @@ def bundle_errors(docs: list[dict[str, Any]], bundle_dir: pathlib.Path) -> list[
                 errors.append(f"overlay {i}: application {app!r} is not in the base bundle")
                 continue
             for offer, ospec in (spec.get("offers") or {}).items():
-                errors += [f"overlay {i}: offer {offer!r}: unknown key {k!r}" for k in ospec if k not in OFFER_KEYS]
+                errors += [
+                    f"overlay {i}: offer {offer!r}: unknown key {k!r}" for k in ospec if k not in OFFER_KEYS
+                ]
                 offered = ospec.get("endpoints") or []
                 if not offered:
                     errors.append(f"overlay {i}: offer {offer!r} has no endpoints")
@@ -224,10 +242,19 @@ def _local_charm_errors(app: str, spec: Mapping[str, Any], meta: Mapping[str, An
         if name not in given:
             errors.append(f"{app}: resource {name!r} not given (a local charm needs its OCI image)")
         elif rspec.get("type") == "oci-image" and given[name] != rspec.get("upstream-source"):
-            errors.append(f"{app}: resource {name!r} is {given[name]!r}, the charm's image is {rspec['upstream-source']!r}")
-    errors += [f"{app}: resource {name!r} is not declared by the charm" for name in given if name not in resources]
+            errors.append(
+                f"{app}: resource {name!r} is {given[name]!r}, "
+                f"the charm's image is {rspec['upstream-source']!r}"
+            )
+    errors += [
+        f"{app}: resource {name!r} is not declared by the charm" for name in given if name not in resources
+    ]
     storage = meta.get("storage") or {}
-    errors += [f"{app}: storage {name!r} is not declared by the charm" for name in spec.get("storage") or {} if name not in storage]
+    errors += [
+        f"{app}: storage {name!r} is not declared by the charm"
+        for name in spec.get("storage") or {}
+        if name not in storage
+    ]
     return errors
 
 
@@ -243,7 +270,11 @@ def test_bundle_is_consistent(bundle: pathlib.Path):
 def test_every_k8s_charm_is_in_the_openstack_bundle():
     base = load(REPO / "bundles" / "openstack.yaml")[0]
     deployed = {local_charm_name(spec["charm"]) for spec in base["applications"].values()}
-    k8s = {p.parent.name for p in CHARMS.glob("*/charmcraft.yaml") if merged_charmcraft(p.parent.name).get("containers")}
+    k8s = {
+        p.parent.name
+        for p in CHARMS.glob("*/charmcraft.yaml")
+        if merged_charmcraft(p.parent.name).get("containers")
+    }
     assert k8s, "no k8s charm under charms/"
     assert k8s - deployed == set()
 
@@ -273,7 +304,9 @@ def test_unknown_endpoint_is_caught(docs: list[dict[str, Any]]):
     def change(d: list[dict[str, Any]]) -> None:
         d[0]["relations"].append(["glance:databse", "mysql:database"])
 
-    assert "relation ['glance:databse', 'mysql:database']: glance has no endpoint 'databse'" in errors_after(docs, change)
+    assert "relation ['glance:databse', 'mysql:database']: glance has no endpoint 'databse'" in errors_after(
+        docs, change
+    )
 
 
 def test_interface_mismatch_is_caught(docs: list[dict[str, Any]]):
@@ -281,7 +314,9 @@ def test_interface_mismatch_is_caught(docs: list[dict[str, Any]]):
         d[0]["relations"].append(["glance:amqp", "mysql:database"])
 
     errors = errors_after(docs, change)
-    assert "relation ['glance:amqp', 'mysql:database']: interfaces differ (rabbitmq vs mysql_client)" in errors
+    assert (
+        "relation ['glance:amqp', 'mysql:database']: interfaces differ (rabbitmq vs mysql_client)" in errors
+    )
 
 
 def test_two_requirers_are_caught(docs: list[dict[str, Any]]):
@@ -317,4 +352,6 @@ def test_offer_of_a_missing_endpoint_is_caught(docs: list[dict[str, Any]]):
     def change(d: list[dict[str, Any]]) -> None:
         d[1]["applications"]["keystone"]["offers"]["keystone-credentials"]["endpoints"] = ["credentials"]
 
-    assert "overlay 1: offer 'keystone-credentials': keystone has no endpoint 'credentials'" in errors_after(docs, change)
+    assert "overlay 1: offer 'keystone-credentials': keystone has no endpoint 'credentials'" in errors_after(
+        docs, change
+    )

@@ -38,7 +38,8 @@ def _controller_unreachable() -> str | None:
     except subprocess.TimeoutExpired:
         return "no Juju controller reachable: `juju models` did not answer within 60 s"
     if result.returncode != 0:
-        return f"no Juju controller reachable: `juju models` said: {result.stderr.strip() or result.stdout.strip()}"
+        said = result.stderr.strip() or result.stdout.strip()
+        return f"no Juju controller reachable: `juju models` said: {said}"
     return None
 
 
@@ -53,7 +54,9 @@ def juju() -> Iterator[jubilant.Juju]:
         for spec in base["applications"].values()
         if spec["charm"].startswith(".") and not (BUNDLE.parent / spec["charm"]).is_file()
     ]
-    assert not missing, f"packed charms missing: {', '.join(missing)}; run `tox -e build` on a host that can pack"
+    assert not missing, (
+        f"packed charms missing: {', '.join(missing)}; run `tox -e build` on a host that can pack"
+    )
     with jubilant.temp_model(cloud=os.environ.get("JUJU_K8S_CLOUD")) as juju:
         juju.wait_timeout = 30 * 60
         yield juju

@@ -57,7 +57,9 @@ def minimal_charm() -> dict[str, Any]:
         "platforms": {"amd64": None},
         "parts": {"charm": {"plugin": "charm", "source": "."}},
         "assumes": ["k8s-api"],
-        "containers": {"demo": {"resource": "demo-image", "mounts": [{"storage": "data", "location": "/srv"}]}},
+        "containers": {
+            "demo": {"resource": "demo-image", "mounts": [{"storage": "data", "location": "/srv"}]}
+        },
         "resources": {
             "demo-image": {
                 "type": "oci-image",
@@ -96,7 +98,10 @@ def test_misspelled_optional_is_caught():
     spec = meta["requires"]["database"]
     spec["optinal"] = spec.pop("optional")
     errors = validation_errors(meta)
-    assert "requires.database: unknown key 'optinal' (known: description, interface, limit, optional, scope)" in errors
+    assert (
+        "requires.database: unknown key 'optinal' (known: description, interface, limit, optional, scope)"
+        in errors
+    )
     assert "requires.database: must say 'optional: true' or 'optional: false'" in errors
 
 
@@ -110,14 +115,21 @@ def test_bad_option_type_is_caught():
     meta = minimal_charm()
     meta["config"]["options"]["workers"]["type"] = "integer"
     errors = validation_errors(meta)
-    assert "config.options.workers.type: 'integer' is not one of string, secret, int, float, boolean" in errors
+    assert (
+        "config.options.workers.type: 'integer' is not one of string, secret, int, float, boolean" in errors
+    )
     if charmcraft_available():
         assert any(e.startswith("options.workers: ") and e.endswith("(charmcraft)") for e in errors), errors
 
 
 @pytest.mark.parametrize(
     ("option", "default", "kind"),
-    [("workers", "2", "int"), ("workers", True, "int"), ("debug", "false", "boolean"), ("region", 5, "string")],
+    [
+        ("workers", "2", "int"),
+        ("workers", True, "int"),
+        ("debug", "false", "boolean"),
+        ("region", 5, "string"),
+    ],
 )
 def test_default_of_the_wrong_type_is_caught(option: str, default: object, kind: str):
     meta = minimal_charm()

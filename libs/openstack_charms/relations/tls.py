@@ -21,10 +21,13 @@ relation exists, which is exactly when the object is built.
 The base charm observes every event before any handler exists, so the charm
 reconciles before a library's own observer runs in the same hook. The
 certificates handler therefore calls the library's public ``sync()`` itself,
-once per hook, before reading: the request is sent and any certificate found in
-the reconcile that needs it. On the endpoint's own relation hooks the library's
-observer runs ``sync`` a second time; that is idempotent and costs a few
-secret reads on rare hooks.
+before reading, in the hooks where the request or the answer can change (the
+endpoint's and the ingress endpoints' relation hooks, since ingress host names
+go into the request; install, start, upgrade, leader change, secret expiry).
+On the endpoint's own relation hooks the library's observer runs ``sync`` a
+second time; that is idempotent and costs a few secret reads on rare hooks.
+In every other hook the certificate is read from relation data and the key's
+secret only.
 """
 
 from __future__ import annotations
@@ -89,9 +92,14 @@ def _pem_blocks(text: str) -> list[str]:
     return [part.strip() + "\n" + end for part in text.split(end) if part.strip()]
 
 
-def _hook_is_for(endpoint: str) -> bool:
-    """Whether the running hook is one of ``endpoint``'s relation hooks."""
-    return os.environ.get("JUJU_HOOK_NAME", "").startswith(f"{endpoint}-relation-")
+def _hook_is_for(*endpoints: str) -> bool:
+    """Whether the running hook is a relation hook of one of ``endpoints``."""
+    hook = os.environ.get("JUJU_HOOK_NAME", "")
+    return any(hook.startswith(f"{endpoint}-relation-") for endpoint in endpoints)
+
+
+#: hooks after which this unit's request may have to change or a certificate may have come
+SYNC_HOOKS = frozenset({"install", "start", "upgrade-charm", "leader-elected", "secret-expired"})
 
 
 def _service_name(charm: ReconcilingCharm) -> str:
@@ -161,8 +169,15 @@ class CertificatesRequirer(RelationHandler[TLSContext]):
         return [CertificateRequestAttributes(common_name=common_name, sans_dns=names)]
 
     def _sync(self) -> None:
-        if self.library is not None and not self._synced and self.related:
-            self._synced = True
+        if self._synced or self.library is None or not self.related:
+            return
+        self._synced = True
+        # Other hooks (config-changed, update-status, pebble-ready, other
+        # relations) cannot change the request or the answer; skipping them
+        # saves the library's half a dozen secret reads there.
+        if os.environ.get("JUJU_HOOK_NAME", "") in SYNC_HOOKS or _hook_is_for(
+            self.endpoint, *INGRESS_ENDPOINTS
+        ):
             self.library.sync()
 
     def publish(self) -> None:

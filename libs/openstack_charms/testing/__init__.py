@@ -210,8 +210,16 @@ def assert_order_invariant(
     return next(iter(outcomes.values()))
 
 
-def container(name: str, root: pathlib.Path | None = None, **kwargs: Any) -> testing.Container:
+def container(
+    name: str,
+    root: pathlib.Path | None = None,
+    storages: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> testing.Container:
     """A workload container; with ``root``, its /etc, /run and /var survive between runs.
+
+    ``storages`` maps Juju storage names to where they are mounted in the
+    container, as Juju mounts them.
 
     ops.testing wipes a container's filesystem at every run, as if the pod were
     recreated each time. Mounting the directories the charms write to from
@@ -219,16 +227,29 @@ def container(name: str, root: pathlib.Path | None = None, **kwargs: Any) -> tes
     idempotency or "nothing changed" check needs.
     """
     mounts: dict[str, testing.Mount] = {}
+    tops = ("etc", "run", "var")
     if root is not None:
-        for top in ("etc", "run", "var"):
+        for top in tops:
             source = root / name / top
             source.mkdir(parents=True, exist_ok=True)
             mounts[top] = testing.Mount(location=f"/{top}", source=source)
+    for storage, location in (storages or {}).items():
+        parts = pathlib.PurePosixPath(location).parts[1:]
+        if root is not None and parts and parts[0] in tops:
+            # already inside a mounted directory: the volume is a folder there
+            (root / name / pathlib.Path(*parts)).mkdir(parents=True, exist_ok=True)
+            continue
+        source = pathlib.Path(tempfile.mkdtemp(prefix=f"{storage}-"))
+        mounts[storage] = testing.Mount(location=location, source=source)
     return testing.Container(name, can_connect=kwargs.pop("can_connect", True), mounts=mounts, **kwargs)
 
 
-def fixture_for(endpoint: str, interface: str) -> RelationFixture | None:
-    """A complete relation for one of our requirer endpoints, by its interface."""
+def fixture_for(endpoint: str, interface: str, app: str | None = None) -> RelationFixture | None:
+    """A complete relation for one of our requirer endpoints, by its interface.
+
+    ``app`` is the requiring application, where the provider's answer names it
+    (traefik routes ``/<model>-<app>``).
+    """
     if interface == "mysql_client":
         from .relations import database_fixture
 
@@ -240,7 +261,7 @@ def fixture_for(endpoint: str, interface: str) -> RelationFixture | None:
     if interface == "ingress":
         from .relations import ingress_fixture
 
-        return ingress_fixture(endpoint=endpoint)
+        return ingress_fixture(endpoint=endpoint, **({"app": app} if app else {}))
     if interface == "keystone":
         from .identity import identity_service_fixture
 
@@ -288,7 +309,7 @@ def complete_state(
         leader=leader,
         relations=[testing.PeerRelation(name) for name in (meta.get("peers") or {})],
         containers=[
-            _with_storage(container(name, root, execs=set(execs)), spec or {}, root)
+            mount_storage(container(name, root, execs=set(execs)), spec or {}, root)
             for name, spec in (meta.get("containers") or {}).items()
         ],
         storages=[testing.Storage(name) for name in (meta.get("storage") or {})],
@@ -296,8 +317,15 @@ def complete_state(
     return state_with(complete_relations(charm, mandatory_only=mandatory_only), base=base, **kwargs)
 
 
-def _with_storage(workload: testing.Container, spec: dict[str, Any], root: pathlib.Path | None) -> testing.Container:
-    """The container with its Juju storage mounted where charmcraft.yaml says, as Juju mounts it."""
+def mount_storage(
+    workload: testing.Container, spec: dict[str, Any], root: pathlib.Path | None
+) -> testing.Container:
+    """Return ``workload`` with its Juju storage mounted where charmcraft.yaml says, as Juju does.
+
+    ``spec`` is the container's entry under ``containers:``; ``root`` the one
+    given to :func:`container`. A charm may rightly wait while its volume is
+    missing, so states meant to be complete need this.
+    """
     import tempfile
 
     mounts = dict(workload.mounts)
@@ -311,3 +339,8 @@ def _with_storage(workload: testing.Container, spec: dict[str, Any], root: pathl
             source = pathlib.Path(tempfile.mkdtemp(prefix=f"{workload.name}-{mount['storage']}-"))
             mounts[mount["storage"]] = testing.Mount(location=location, source=source)
     return dataclasses.replace(workload, mounts=mounts)
+
+
+def container_storages(spec: dict[str, Any] | None) -> dict[str, str]:
+    """Storage name -> mount location of one container's charmcraft.yaml entry."""
+    return {m["storage"]: m["location"] for m in (spec or {}).get("mounts") or []}

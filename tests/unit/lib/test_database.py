@@ -185,3 +185,18 @@ def test_same_event_twice_changes_nothing() -> None:
 )
 def test_parse_endpoint(endpoint: str, expected: tuple[str, int]) -> None:
     assert parse_endpoint(endpoint) == expected
+
+
+def test_rotated_password_is_picked_up_on_secret_changed() -> None:
+    fixture = database_fixture(database="demo", password="old")
+    rotated = dataclasses.replace(fixture.secrets[0], latest_content={"username": "u", "password": "new"})
+    state = testing.State(leader=True, relations={fixture.relation}, secrets={rotated})
+    context = ctx()
+    with context(context.on.config_changed(), state) as manager:
+        manager.run()
+        assert manager.charm.database.context is not None
+        assert manager.charm.database.context.password == "old"
+    with context(context.on.secret_changed(rotated), state) as manager:
+        manager.run()
+        assert manager.charm.database.context is not None
+        assert manager.charm.database.context.password == "new"

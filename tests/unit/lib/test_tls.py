@@ -150,10 +150,18 @@ def test_fixture_for_this_app_is_ready_and_changes_nothing() -> None:
 def test_certificate_for_other_names_stays_in_service_while_re_requested() -> None:
     fixture = certificates_fixture(app="glance")
     state = state_with([fixture], base=base())
-    out = ctx().run(ctx().on.config_changed(), state)
+    out = ctx().run(ctx().on.relation_changed(fixture.relation), state)
     assert out.unit_status == testing.ActiveStatus()
     [csr_pem] = csrs(out, fixture.relation.id)
     assert CertificateSigningRequest.from_string(csr_pem).common_name == "demo.openstack.svc"
+
+
+def test_hooks_that_cannot_change_the_request_do_not_resend_it() -> None:
+    fixture = certificates_fixture(app="glance")
+    state = state_with([fixture], base=base())
+    out = ctx().run(ctx().on.config_changed(), state)
+    assert out.unit_status == testing.ActiveStatus()
+    assert csrs(out, fixture.relation.id) == csrs(state, fixture.relation.id)
 
 
 def test_revoked_certificate_is_not_served() -> None:
@@ -260,3 +268,18 @@ def test_extra_files_are_empty_without_tls() -> None:
     with context(context.on.config_changed(), base()) as manager:
         manager.run()
         assert manager.charm.extra_files(manager.charm.template_context()) == []
+
+
+def test_ingress_host_name_joins_the_request_when_ingress_arrives() -> None:
+    relation = testing.Relation("certificates", remote_app_name="self-signed-certificates")
+    first = ctx().run(ctx().on.relation_created(relation), with_relations(relation))
+    ingress = testing.Relation(
+        "ingress-public",
+        remote_app_name="traefik",
+        remote_app_data={"ingress": json.dumps({"url": "https://cloud.example.com/openstack-demo"})},
+    )
+    state = dataclasses.replace(first, relations={*first.relations, ingress})
+    out = ctx().run(ctx().on.relation_changed(ingress), state)
+    [csr_pem] = csrs(out, relation.id)
+    assert "cloud.example.com" in CertificateSigningRequest.from_string(csr_pem).sans_dns
+    assert csrs(out, relation.id) != csrs(first, relation.id)
