@@ -20,6 +20,7 @@ from typing import Any
 import ops
 import pytest
 import yaml
+from openstack_charms.testing.relations import INGRESS_ADDRESSES, MODEL
 from openstack_charms.testing import (
     REPO,
     charm_context,
@@ -125,7 +126,7 @@ def test_bundle_reaches_active(tmp_path: pathlib.Path, keystone_db: Any) -> None
         meta = merged_charmcraft(charm)
         states[app] = testing.State(
             leader=True,
-            model=testing.Model(name="openstack"),
+            model=testing.Model(name=MODEL),
             relations=[testing.PeerRelation(p) for p in meta.get("peers") or {}],
             containers=[
                 container(c, tmp_path / app, container_storages(spec), execs={testing.Exec([], stdout="")})
@@ -198,4 +199,5 @@ def test_bundle_reaches_active(tmp_path: pathlib.Path, keystone_db: Any) -> None
             assert any(app.replace("-", "_") in u for u in users), f"no service user for {app}: {users}"
     # ... and its endpoints are in the catalog, public ones behind the public ingress
     public = {url for (_, interface, _), url in keystone_db.endpoints.items() if interface == "public"}
-    assert public == {f"http://10.20.1.10/openstack-{app}" for app in ("glance", "placement")}
+    address = INGRESS_ADDRESSES["ingress-public"]
+    assert public == {f"http://{address}/{MODEL}-{app}" for app in ("glance", "placement")}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import ops
 
 if TYPE_CHECKING:
-    from ..charm import ServiceCharm
+    from ..charm import ReconcilingCharm
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class RelationHandler(Generic[ContextT]):
     #: while related but incomplete, hold the whole service back (else run without it)
     holds_back_when_incomplete: bool = True
 
-    def __init__(self, charm: ServiceCharm, endpoint: str) -> None:
+    def __init__(self, charm: ReconcilingCharm, endpoint: str) -> None:
         self.charm = charm
         self.endpoint = endpoint
         self.waiting_for = "data from the other side"
@@ -99,10 +99,14 @@ def load_json(data: ops.RelationDataContent, key: str, default: Any = None) -> A
 
 
 def update_databag(data: ops.RelationDataContent, values: dict[str, str | None]) -> None:
-    """Set keys whose value differs (``None`` removes), so unchanged data fires no hook."""
-    for key, value in values.items():
-        if value is None:
-            if key in data:
-                del data[key]
-        elif data.get(key) != value:
-            data[key] = value
+    """Write what differs in one ``relation-set`` (``None`` removes a key).
+
+    Unchanged data is not written, so the other side gets no relation-changed.
+    """
+    changes = {
+        key: ("" if value is None else value)
+        for key, value in values.items()
+        if (value is None and key in data) or (value is not None and data.get(key) != value)
+    }
+    if changes:
+        data.update(changes)

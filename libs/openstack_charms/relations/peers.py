@@ -11,7 +11,7 @@ from ..status import Waiting
 from .base import RelationHandler
 
 if TYPE_CHECKING:
-    from ..charm import ServiceCharm
+    from ..charm import ReconcilingCharm
 
 
 class PeerHandler(RelationHandler[ops.RelationDataContent]):
@@ -23,7 +23,7 @@ class PeerHandler(RelationHandler[ops.RelationDataContent]):
 
     holds_back_when_incomplete = False
 
-    def __init__(self, charm: ServiceCharm, endpoint: str = "peers") -> None:
+    def __init__(self, charm: ReconcilingCharm, endpoint: str = "peers") -> None:
         super().__init__(charm, endpoint)
 
     def get_context(self) -> ops.RelationDataContent | None:

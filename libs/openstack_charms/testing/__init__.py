@@ -58,6 +58,9 @@ def load_charm_class(charm: str) -> type[ops.CharmBase]:
         module = sys.modules[module_name]
     else:
         path = CHARMS / charm / "src" / "charm.py"
+        # as when Juju runs src/charm.py: the charm's own modules sit beside it
+        if str(path.parent) not in sys.path:
+            sys.path.append(str(path.parent))
         spec = importlib.util.spec_from_file_location(module_name, path)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
@@ -309,36 +312,12 @@ def complete_state(
         leader=leader,
         relations=[testing.PeerRelation(name) for name in (meta.get("peers") or {})],
         containers=[
-            mount_storage(container(name, root, execs=set(execs)), spec or {}, root)
+            container(name, root, container_storages(spec), execs=set(execs))
             for name, spec in (meta.get("containers") or {}).items()
         ],
         storages=[testing.Storage(name) for name in (meta.get("storage") or {})],
     )
     return state_with(complete_relations(charm, mandatory_only=mandatory_only), base=base, **kwargs)
-
-
-def mount_storage(
-    workload: testing.Container, spec: dict[str, Any], root: pathlib.Path | None
-) -> testing.Container:
-    """Return ``workload`` with its Juju storage mounted where charmcraft.yaml says, as Juju does.
-
-    ``spec`` is the container's entry under ``containers:``; ``root`` the one
-    given to :func:`container`. A charm may rightly wait while its volume is
-    missing, so states meant to be complete need this.
-    """
-    import tempfile
-
-    mounts = dict(workload.mounts)
-    for mount in spec.get("mounts") or []:
-        location = mount["location"]
-        top = location.strip("/").split("/")[0]
-        if root is not None and top in mounts:
-            # inside a directory that already survives between runs
-            (root / workload.name / location.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        else:
-            source = pathlib.Path(tempfile.mkdtemp(prefix=f"{workload.name}-{mount['storage']}-"))
-            mounts[mount["storage"]] = testing.Mount(location=location, source=source)
-    return dataclasses.replace(workload, mounts=mounts)
 
 
 def container_storages(spec: dict[str, Any] | None) -> dict[str, str]:
