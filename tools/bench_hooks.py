@@ -134,9 +134,8 @@ def python_cost(charm: str) -> dict[str, float]:
     """
     import pickle
 
-    from ops import testing
-
     from openstack_charms.testing import charm_context, complete_state
+    from ops import testing
 
     best: dict[str, float] | None = None
     with tempfile.TemporaryDirectory() as root:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -89,10 +90,8 @@ class ReconcilingCharm(ops.CharmBase):
     def _on_event(self, event: ops.EventBase) -> None:
         if isinstance(event, ops.UpgradeCharmEvent) and self.is_leader and self.peers:
             generation = int(self.peers.get("upgrade-generation") or 0) + 1
-            try:
+            with contextlib.suppress(NotReady):
                 self.peers.set("upgrade-generation", str(generation))
-            except NotReady:
-                pass
         try:
             self.reconcile()
         except NotReady as e:
@@ -135,7 +134,7 @@ class ReconcilingCharm(ops.CharmBase):
 
     # -- leader work -------------------------------------------------------
 
-    def leader_task(self, name: str, inputs: str, run: Callable[[], None], *, what: str) -> None:
+    def leader_task(self, name: str, inputs: str, run: Callable[[], object], *, what: str) -> None:
         """Run ``run`` on the leader once per distinct ``inputs`` (and per charm upgrade).
 
         The marker lives in peer app data, so a new leader sees what is done and

@@ -279,9 +279,7 @@ class APICharm(ServiceCharm):
     def public_url(self) -> str:
         """Public endpoint: the public ingress, else the internal one, else the service."""
         return (
-            self._ingress_url("ingress-public")
-            or self._ingress_url("ingress-internal")
-            or self.local_url()
+            self._ingress_url("ingress-public") or self._ingress_url("ingress-internal") or self.local_url()
         )
 
     @property

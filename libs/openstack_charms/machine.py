@@ -85,9 +85,9 @@ def write_if_changed(f: HostFile) -> bool:
     path = pathlib.Path(f.path)
     data = f.content.encode()
     try:
-        if hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest():
-            if (path.stat().st_mode & 0o7777) == f.permissions:
-                return False
+        same = hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
+        if same and (path.stat().st_mode & 0o7777) == f.permissions:
+            return False
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ goes with the files, and everything is pushed and started again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -182,14 +183,12 @@ class PebbleApplier:
             )
             restart |= all_services if f.restarts is None else set(f.restarts)
         for stale in set(old_files) - set(new_files):
-            try:
+            with contextlib.suppress(pebble.PathError):
                 self.container.remove_path(stale)
-            except pebble.PathError:
-                pass
         layer = self.workload.layer()
         layer_digest = _layer_digest(layer)
         if manifest.get("layer") != layer_digest:
-            self.container.add_layer("charm", layer, combine=True)
+            self.container.add_layer("charm", pebble.Layer(layer), combine=True)  # type: ignore[arg-type]
         previously = manifest.get("started", [])
         started = set(previously) if isinstance(previously, list) else set()
         acted: set[str] = set()

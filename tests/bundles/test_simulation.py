@@ -20,7 +20,6 @@ from typing import Any
 import ops
 import pytest
 import yaml
-from openstack_charms.testing.relations import INGRESS_ADDRESSES, MODEL
 from openstack_charms.testing import (
     REPO,
     charm_context,
@@ -29,6 +28,7 @@ from openstack_charms.testing import (
     fixture_for,
     merged_charmcraft,
 )
+from openstack_charms.testing.relations import INGRESS_ADDRESSES, MODEL
 from ops import testing
 
 BUNDLE = REPO / "bundles" / "openstack.yaml"

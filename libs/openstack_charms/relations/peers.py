@@ -81,4 +81,3 @@ class PeerHandler(RelationHandler[ops.RelationDataContent]):
         secret = self.charm.model.get_secret(id=secret_id, label=label)
         if secret.get_content(refresh=True) != content:
             secret.set_content(content)
-

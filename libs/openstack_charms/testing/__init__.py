@@ -149,8 +149,14 @@ def observable(state: testing.State) -> tuple[object, ...]:
     return (
         state.unit_status,
         state.app_status,
-        sorted((r.endpoint, r.id, sorted(r.local_app_data.items()), sorted(r.local_unit_data.items())) for r in state.relations),
-        sorted((s.id, s.label, sorted(s.tracked_content.items()), sorted(s.latest_content.items())) for s in state.secrets),
+        sorted(
+            (r.endpoint, r.id, sorted(r.local_app_data.items()), sorted(r.local_unit_data.items()))
+            for r in state.relations
+        ),
+        sorted(
+            (s.id, s.label, sorted(s.tracked_content.items()), sorted(s.latest_content.items()))
+            for s in state.secrets
+        ),
         sorted((c.name, sorted(c.layers)) for c in state.containers),
     )
 
@@ -175,7 +181,9 @@ def assert_blocked_without_each_mandatory(
         status = out.unit_status
         assert isinstance(status, ops.BlockedStatus), f"without {endpoint}: {status}"
         assert endpoint in status.message, f"without {endpoint}: {status.message!r}"
-        others = [m for m in mandatory if m != endpoint and m in status.message.split(": ", 1)[-1].split(", ")]
+        others = [
+            m for m in mandatory if m != endpoint and m in status.message.split(": ", 1)[-1].split(", ")
+        ]
         assert not others, f"without {endpoint} the status also names {others}"
 
 
@@ -264,7 +272,7 @@ def fixture_for(endpoint: str, interface: str, app: str | None = None) -> Relati
     if interface == "ingress":
         from .relations import ingress_fixture
 
-        return ingress_fixture(endpoint=endpoint, **({"app": app} if app else {}))
+        return ingress_fixture(endpoint=endpoint, app=app) if app else ingress_fixture(endpoint=endpoint)
     if interface == "keystone":
         from .identity import identity_service_fixture
 

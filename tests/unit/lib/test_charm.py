@@ -8,11 +8,10 @@ from typing import Any, ClassVar
 
 import ops
 import pytest
-from ops import testing
-
 from openstack_charms.charm import ReconcilingCharm
 from openstack_charms.config import InvalidOption, ServiceConfig, check_range
 from openstack_charms.relations.base import RelationHandler, load_json
+from ops import testing
 
 META = {
     "name": "demo",
@@ -140,10 +139,13 @@ def test_related_optional_relation_that_is_incomplete_holds_back() -> None:
 
 def test_malformed_relation_data_is_waiting_not_a_crash() -> None:
     state = dataclasses.replace(
-        complete(), relations={rel("db"), rel("queue", {"endpoint": '{"no-url": 1}'}), testing.PeerRelation("peers")}
+        complete(),
+        relations={rel("db"), rel("queue", {"endpoint": '{"no-url": 1}'}), testing.PeerRelation("peers")},
     )
     out = ctx().run(ctx().on.config_changed(), state)
-    assert out.unit_status == testing.WaitingStatus("waiting for queue (valid data (got unusable data: KeyError))")
+    assert out.unit_status == testing.WaitingStatus(
+        "waiting for queue (valid data (got unusable data: KeyError))"
+    )
 
 
 @pytest.mark.parametrize(

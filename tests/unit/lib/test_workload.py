@@ -8,10 +8,9 @@ from typing import Any, ClassVar
 
 import ops
 import pytest
-from ops import testing
-
 from openstack_charms.testing import container
 from openstack_charms.workload import MANIFEST, Command, File, HTTPCheck, PebbleApplier, Service, Workload
+from ops import testing
 
 META = {"name": "demo", "containers": {"app": {"resource": "app-image"}}}
 
@@ -95,7 +94,12 @@ def test_unchanged_workload_touches_nothing(fresh: testing.State) -> None:
 def test_changed_file_restarts_only_the_services_it_names(fresh: testing.State) -> None:
     once, _, _ = run(fresh, workload())
     wl = workload()
-    wl = Workload(wl.container, wl.services, wl.checks, [wl.files[0], File("/etc/app/uwsgi.ini", "[uwsgi]\nx=1", restarts=("api",))])
+    wl = Workload(
+        wl.container,
+        wl.services,
+        wl.checks,
+        [wl.files[0], File("/etc/app/uwsgi.ini", "[uwsgi]\nx=1", restarts=("api",))],
+    )
     _, acted, _ = run(once, wl)
     assert acted == {"api"}
 
@@ -118,7 +122,7 @@ def test_files_pushed_but_nothing_started_until_asked(fresh: testing.State) -> N
     assert acted == set()
     assert (out.get_container("app").get_filesystem(ctx) / "etc/app/app.conf").exists()
     assert not out.get_container("app").service_statuses
-    started, acted, _ = run(out, workload(), start=True)
+    _started, acted, _ = run(out, workload(), start=True)
     assert acted == {"api", "worker"}
 
 
