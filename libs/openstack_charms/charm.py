@@ -35,6 +35,10 @@ class ReconcilingCharm(ops.CharmBase):
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
+        # Each record at DEBUG or above is a juju-log process: the framework's
+        # own debug lines cost three per hook, so they are kept only when the
+        # operator asked for debug.
+        logging.getLogger().setLevel(logging.DEBUG if self.config.get("debug") else logging.INFO)
         self.handlers: list[RelationHandler[Any]] = []
         self._status: ops.StatusBase | None = None
         self.peers = PeerHandler(self, next(iter(self.meta.peers))) if self.meta.peers else None

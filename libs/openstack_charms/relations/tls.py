@@ -26,12 +26,19 @@ endpoint's and the ingress endpoints' relation hooks, since ingress host names
 go into the request; install, start, upgrade, leader change, secret expiry).
 On the endpoint's own relation hooks the library's observer runs ``sync`` a
 second time; that is idempotent and costs a few secret reads on rare hooks.
-In every other hook the certificate is read from relation data and the key's
-secret only.
+
+In every other hook (config-changed, update-status, pebble-ready, other
+relations: most hooks) the library is not even imported: the certificate and
+key the unit serves are kept in a unit-owned Juju secret (``tls-certificate``)
+written whenever the library hands out a new one, and read back with one
+``secret-get``. The library's import (pydantic, cryptography) costs more than
+a whole steady-state hook of an API charm; this keeps it to the hooks where a
+certificate can change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -39,7 +46,9 @@ import os
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .base import RelationHandler
+import ops
+
+from .base import RelationHandler, load_json
 
 if TYPE_CHECKING:
     from charmlibs.interfaces.certificate_transfer import CertificateTransferRequires
@@ -100,6 +109,16 @@ def _hook_is_for(*endpoints: str) -> bool:
 
 #: hooks after which this unit's request may have to change or a certificate may have come
 SYNC_HOOKS = frozenset({"install", "start", "upgrade-charm", "leader-elected", "secret-expired"})
+#: hooks where the library has to run (its own secrets may be involved), besides the above
+LIBRARY_HOOKS = SYNC_HOOKS | {"secret-remove", "secret-changed"}
+#: the unit-owned secret holding what the unit serves, read in hooks that do not need the library
+CACHE_LABEL = "tls-certificate"
+
+
+def _library_hook(endpoint: str) -> bool:
+    """Whether the running hook may need the TLS library (else the cached certificate is enough)."""
+    hook = os.environ.get("JUJU_HOOK_NAME", "")
+    return hook in LIBRARY_HOOKS or _hook_is_for(endpoint, *INGRESS_ENDPOINTS)
 
 
 def _service_name(charm: ReconcilingCharm) -> str:
@@ -149,7 +168,8 @@ class CertificatesRequirer(RelationHandler[TLSContext]):
         self.ca_path = f"/etc/{service}/tls/ca.pem"
         self._synced = False
         self.library: TLSCertificatesRequiresV4 | None = None
-        if self.related or _hook_is_for(endpoint):
+        own_hook = _hook_is_for(endpoint)
+        if own_hook or (self.related and _library_hook(endpoint)):
             self.library = self._build_library()
 
     def _build_library(self) -> TLSCertificatesRequiresV4:
@@ -183,9 +203,62 @@ class CertificatesRequirer(RelationHandler[TLSContext]):
     def publish(self) -> None:
         """Send (or renew) this unit's certificate request; idempotent."""
         self._sync()
+        if not self.related and _hook_is_for(self.endpoint):
+            self._forget()
 
     def get_context(self) -> TLSContext | None:
-        """Return the newest valid certificate issued for this unit's key, or ``None`` naming why not."""
+        """Return the certificate this unit serves, or ``None`` naming what is missing."""
+        if self.library is None:
+            cached = self._cached()
+            if cached is not None:
+                return cached
+            # nothing cached yet (first hook after an upgrade): ask the library
+            self.library = self._build_library()
+        context = self._from_library()
+        if context is not None:
+            self._remember(context)
+        return context
+
+    def _paths(self) -> dict[str, str]:
+        return {
+            "certificate_path": self.certificate_path,
+            "private_key_path": self.private_key_path,
+            "ca_path": self.ca_path,
+        }
+
+    def _cached(self) -> TLSContext | None:
+        try:
+            content = self.charm.model.get_secret(label=CACHE_LABEL).get_content()
+            return TLSContext(
+                certificate=content["certificate"],
+                private_key=content["private-key"],
+                ca=content["ca-certificate"],
+                chain=content["chain"],
+                **self._paths(),
+            )
+        except (ops.SecretNotFoundError, KeyError):
+            return None
+
+    def _remember(self, context: TLSContext) -> None:
+        content = {
+            "certificate": context.certificate,
+            "private-key": context.private_key,
+            "ca-certificate": context.ca,
+            "chain": context.chain,
+        }
+        try:
+            secret = self.charm.model.get_secret(label=CACHE_LABEL)
+        except ops.SecretNotFoundError:
+            self.charm.unit.add_secret(content, label=CACHE_LABEL, description="the TLS certificate served")
+            return
+        if secret.get_content() != content:
+            secret.set_content(content)
+
+    def _forget(self) -> None:
+        with contextlib.suppress(ops.SecretNotFoundError):
+            self.charm.model.get_secret(label=CACHE_LABEL).remove_all_revisions()
+
+    def _from_library(self) -> TLSContext | None:
         self._sync()
         library = self.library
         if library is None:
@@ -223,32 +296,47 @@ class CertificatesRequirer(RelationHandler[TLSContext]):
             private_key=str(private_key).strip() + "\n",
             ca=str(issued.ca).strip() + "\n",
             chain="\n".join(chain) + "\n",
-            certificate_path=self.certificate_path,
-            private_key_path=self.private_key_path,
-            ca_path=self.ca_path,
+            **self._paths(),
         )
 
 
 class CATransferRequirer(RelationHandler[CAContext]):
-    """Receives CA certificates to trust (for example the CA behind keystone's public URL)."""
+    """Receives CA certificates to trust (for example the CA behind keystone's public URL).
+
+    The library runs only in the endpoint's own relation hooks, where it writes
+    this side's version hint; the certificates themselves are read straight from
+    the provider's databags (v1: app ``certificates``, a JSON list; v0: the
+    first unit's ``chain`` JSON list, else its ``ca``), which is all the
+    library's reader does, without its import cost in every other hook.
+    """
 
     def __init__(self, charm: ReconcilingCharm, endpoint: str = "receive-ca-cert") -> None:
         super().__init__(charm, endpoint)
         self.path = f"/etc/{_service_name(charm)}/ca-bundle.pem"
         self.library: CertificateTransferRequires | None = None
-        if self.related or _hook_is_for(endpoint):
+        if _hook_is_for(endpoint):
             from charmlibs.interfaces.certificate_transfer import CertificateTransferRequires
 
-            # the library writes this side's version hint itself, on relation-created
             self.library = CertificateTransferRequires(charm, endpoint)
 
     def get_context(self) -> CAContext | None:
         """Return every CA of every relation, sorted so the bundle is stable; ``None`` while there is none."""
-        if self.library is None:
-            return None
-        certificates = self.library.get_all_certificates()
-        blocks = sorted({block for cert in certificates for block in _pem_blocks(cert)})
+        blocks = sorted(
+            {block for r in self.relations for cert in _transferred(r) for block in _pem_blocks(cert)}
+        )
         if not blocks:
             self.waiting_for = "certificates"
             return None
         return CAContext(bundle="\n".join(blocks) + "\n", path=self.path)
+
+
+def _transferred(relation: ops.Relation) -> list[str]:
+    """The certificates a certificate_transfer provider sent on one relation (malformed: none)."""
+    app_data = relation.data[relation.app] if relation.app else {}
+    certificates = load_json(app_data, "certificates", [])  # type: ignore[arg-type]
+    if not certificates and app_data.get("version", "0") != "1" and relation.units:
+        unit_data = relation.data[min(relation.units, key=lambda u: u.name)]
+        certificates = load_json(unit_data, "chain", None) or [unit_data.get("ca", "")]
+    if not isinstance(certificates, list):
+        return []
+    return [c for c in certificates if isinstance(c, str) and "BEGIN CERTIFICATE" in c]

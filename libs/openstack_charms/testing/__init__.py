@@ -293,13 +293,15 @@ def fixture_for(endpoint: str, interface: str, app: str | None = None) -> Relati
 
 
 def complete_relations(charm: str, *, mandatory_only: bool = False) -> list[RelationFixture]:
+    # the application is named as the bundle names it: the charm without -k8s
+    app = charm.removesuffix("-k8s")
     """Every requirer relation of ``charm`` as its providers leave it once ready."""
     meta = merged_charmcraft(charm)
     fixtures = []
     for endpoint, spec in (meta.get("requires") or {}).items():
         if mandatory_only and spec.get("optional", False):
             continue
-        fixture = fixture_for(endpoint, spec["interface"])
+        fixture = fixture_for(endpoint, spec["interface"], app)
         if fixture is not None:
             fixtures.append(fixture)
     return fixtures

@@ -283,3 +283,34 @@ def test_ingress_host_name_joins_the_request_when_ingress_arrives() -> None:
     [csr_pem] = csrs(out, relation.id)
     assert "cloud.example.com" in CertificateSigningRequest.from_string(csr_pem).sans_dns
     assert csrs(out, relation.id) != csrs(first, relation.id)
+
+
+def test_steady_hooks_serve_the_cached_certificate_without_the_library() -> None:
+    relation = testing.Relation("certificates", remote_app_name="self-signed-certificates")
+    first = ctx().run(ctx().on.relation_created(relation), with_relations(relation))
+    answered = dataclasses.replace(
+        first, relations={*(r for r in first.relations if r.id != relation.id), issue(first, relation)}
+    )
+    served = ctx().run(ctx().on.relation_changed(answered.get_relation(relation.id)), answered)
+    cache = next(s for s in served.secrets if s.label == "tls-certificate")
+    assert cache.owner == "unit"
+    assert cache.tracked_content["private-key"].strip() == private_key(served).strip()
+    context = ctx()
+    with context(context.on.config_changed(), served) as manager:
+        out = manager.run()
+        assert manager.charm.certificates.library is None, "config-changed built the TLS library"
+    assert out.unit_status == testing.ActiveStatus()
+    files = pushed_files(out, context, "demo")
+    assert files["/etc/demo/tls/key.pem"].strip() == private_key(served).strip()
+
+
+def test_removing_the_relation_forgets_the_cached_certificate() -> None:
+    relation = testing.Relation("certificates", remote_app_name="self-signed-certificates")
+    first = ctx().run(ctx().on.relation_created(relation), with_relations(relation))
+    answered = dataclasses.replace(
+        first, relations={*(r for r in first.relations if r.id != relation.id), issue(first, relation)}
+    )
+    served = ctx().run(ctx().on.relation_changed(answered.get_relation(relation.id)), answered)
+    assert any(s.label == "tls-certificate" for s in served.secrets)
+    out = ctx().run(ctx().on.relation_broken(served.get_relation(relation.id)), served)
+    assert not any(s.label == "tls-certificate" for s in out.secrets)
