@@ -293,9 +293,9 @@ def fixture_for(endpoint: str, interface: str, app: str | None = None) -> Relati
 
 
 def complete_relations(charm: str, *, mandatory_only: bool = False) -> list[RelationFixture]:
+    """Every requirer relation of ``charm`` as its providers leave it once ready."""
     # the application is named as the bundle names it: the charm without -k8s
     app = charm.removesuffix("-k8s")
-    """Every requirer relation of ``charm`` as its providers leave it once ready."""
     meta = merged_charmcraft(charm)
     fixtures = []
     for endpoint, spec in (meta.get("requires") or {}).items():
