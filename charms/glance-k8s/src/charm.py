@@ -28,6 +28,7 @@ STORAGE = "local-repository"
 STORAGE_MOUNT = "/var/lib/glance/images"
 #: the file store's data directory, on the volume
 STORE_DIR = f"{STORAGE_MOUNT}/store"
+PASTE_INI = "/etc/glance/glance-api-paste.ini"
 IMPORT_METHODS = ("glance-direct", "web-download", "copy-image")
 #: glance refuses caps at or above 8 EiB
 MAX_IMAGE_SIZE = 2**63
@@ -132,7 +133,10 @@ class GlanceCharm(APICharm):
     wsgi_app = "glance.wsgi.api:application"
     # "/" answers 300 Multiple Choices; the version list answers 200
     healthcheck_path = "/versions"
-    config_files = (ConfigFile("glance-api.conf.j2", "/etc/glance/glance-api.conf"),)
+    config_files = (
+        ConfigFile("glance-api.conf.j2", "/etc/glance/glance-api.conf"),
+        ConfigFile("glance-api-paste.ini.j2", PASTE_INI, permissions=0o644),
+    )
     db_sync = ("glance-manage", "db_sync")
     # image uploads arrive with chunked transfer encoding
     uwsgi_options: ClassVar[Mapping[str, str]] = {
@@ -151,7 +155,11 @@ class GlanceCharm(APICharm):
         context = super().template_context()
         scheme = "https" if context.get("tls") else "http"
         pod = unit_host(self.unit.name, self.app.name, self.model.name)
-        context.update(store_dir=STORE_DIR, worker_self_reference_url=f"{scheme}://{pod}:{self.api_port}")
+        context.update(
+            store_dir=STORE_DIR,
+            paste_ini=PASTE_INI,
+            worker_self_reference_url=f"{scheme}://{pod}:{self.api_port}",
+        )
         return context
 
     def bootstrap(self, applier: PebbleApplier) -> None:

@@ -148,6 +148,7 @@ def test_glance_api_conf(ctx: testing.Context[Any], tmp_path: pathlib.Path) -> N
     assert auth["password"] == "svc-password"
     assert auth["service_type"] == "image"
     assert conf["paste_deploy"]["flavor"] == "keystone"
+    assert conf["paste_deploy"]["config_file"] == "/etc/glance/glance-api-paste.ini"
     default = conf["DEFAULT"]
     assert default["enabled_backends"] == "filestore:file"
     assert default["enabled_import_methods"] == "[glance-direct,web-download,copy-image]"
@@ -410,3 +411,17 @@ def test_non_leader_publishes_in_its_unit_databag_only(
     relation = out.get_relations("image-service")[0]
     assert relation.local_app_data == {}
     assert relation.local_unit_data["glance-api-server"] == INTERNAL_URL
+
+
+def test_paste_pipeline_is_the_charms_own_and_authenticates(
+    ctx: testing.Context[Any], tmp_path: pathlib.Path
+) -> None:
+    out = ctx.run(ctx.on.config_changed(), complete(tmp_path))
+    paste = configparser.ConfigParser(interpolation=None)
+    paste.read_string(pushed_files(out, ctx, "glance")["/etc/glance/glance-api-paste.ini"])
+    # flavor "keystone" makes glance load the pipeline named glance-api-keystone
+    assert paste["composite:glance-api-keystone"]["/"] == "api"
+    pipeline = paste["composite:api"]["keystone"].split()
+    assert pipeline.index("authtoken") < pipeline.index("context") < pipeline.index("rootapp")
+    for name in pipeline[:-1]:
+        assert f"filter:{name}" in paste, f"pipeline names an undefined filter {name}"
