@@ -73,7 +73,7 @@ LIBAPI = 0
 
 # Increment this PATCH version before using `charmcraft publish-lib` or reset
 # to 0 if you are raising the major API version
-LIBPATCH = 1
+LIBPATCH = 2
 
 PYDEPS: list[str] = []
 
@@ -389,13 +389,15 @@ def read_credentials(model: ops.Model, secret_id: str) -> ServiceCredentials | N
 
 
 def _update(data: ops.RelationDataContent, values: Mapping[str, str | None]) -> None:
-    # only differing keys are written, so an unchanged request fires no relation-changed
-    for key, value in values.items():
-        if value is None:
-            if key in data:
-                del data[key]
-        elif data.get(key) != value:
-            data[key] = value
+    # only differing keys are written, so an unchanged request fires no relation-changed;
+    # one update() is one relation-set (an empty value removes the key)
+    changes = {
+        key: "" if value is None else value
+        for key, value in values.items()
+        if (value is None and key in data) or (value is not None and data.get(key) != value)
+    }
+    if changes:
+        data.update(changes)
 
 
 def write_request(relation: ops.Relation, app: ops.Application, request: IdentityServiceRequest) -> None:
