@@ -176,7 +176,7 @@ class SimulatedModel:
         self.run(app, lambda c: c.on.action(action, params=params))
         return dict(ctx.action_results or {})
 
-    def _databags(self) -> dict[tuple[str, int], tuple[dict[str, str], dict[str, str]]]:
+    def databags(self) -> dict[tuple[str, int], tuple[dict[str, str], dict[str, str]]]:
         return {
             (app, r.id): (dict(r.local_app_data), dict(r.local_unit_data))
             for app, state in self.states.items()
@@ -187,10 +187,10 @@ class SimulatedModel:
     def settle(self, max_rounds: int = 8) -> dict[str, ops.StatusBase]:
         """Run config-changed on every application, round after round, until no databag changes."""
         for _ in range(max_rounds):
-            before = self._databags()
+            before = self.databags()
             for app in self.apps:
                 self.run(app)
-            if self._databags() == before:
+            if self.databags() == before:
                 return self.statuses()
         raise AssertionError(f"relation data still changing after {max_rounds} rounds: {self.statuses()}")
 

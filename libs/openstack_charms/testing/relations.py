@@ -38,6 +38,8 @@ def database_fixture(
     *,
     remote_app: str = "mysql",
     password: str = "db-password",
+    username: str | None = None,
+    endpoints: str = MYSQL_ENDPOINT,
     relation_id: int | None = None,
 ) -> RelationFixture:
     """Return a ``mysql_client`` relation after mysql-k8s created the database and its user.
@@ -50,7 +52,7 @@ def database_fixture(
     relation = testing.Relation(endpoint, interface="mysql_client", remote_app_name=remote_app)
     relation = _with_id(relation, relation_id)
     secret = testing.Secret(
-        {"username": f"relation-{relation.id}", "password": password},
+        {"username": username or f"relation-{relation.id}", "password": password},
         owner=None,
     )
     salt = "fixturesalt12345"
@@ -64,7 +66,7 @@ def database_fixture(
         "database": database,
         "resource": database,
         "salt": salt,
-        "endpoints": MYSQL_ENDPOINT,
+        "endpoints": endpoints,
         "read-only-endpoints": MYSQL_READ_ONLY_ENDPOINT,
         "secret-user": secret.id,
         "version": "8.0.41-0ubuntu0.22.04.1",
