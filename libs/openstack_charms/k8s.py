@@ -12,7 +12,7 @@ from . import templating
 from .charm import ReconcilingCharm
 from .config import APIConfig
 from .status import Waiting
-from .workload import Command, File, HTTPCheck, PebbleApplier, Service, Workload
+from .workload import Command, Directory, File, HTTPCheck, PebbleApplier, Service, Workload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +65,10 @@ class ServiceCharm(ReconcilingCharm):
 
     def checks(self) -> list[HTTPCheck]:
         """Pebble health checks of the main container."""
+        return []
+
+    def directories(self) -> list[Directory]:
+        """Directories the service needs with their own owner and mode, made before any file."""
         return []
 
     def extra_files(self, context: Mapping[str, Any]) -> list[File]:
@@ -130,7 +134,7 @@ class ServiceCharm(ReconcilingCharm):
             )
         )
         files += self.extra_files(context)
-        return Workload(self.container, self.services(), self.checks(), files)
+        return Workload(self.container, self.services(), self.checks(), files, self.directories())
 
     def configure(self) -> None:
         container = self.unit.get_container(self.container)

@@ -46,6 +46,25 @@ class File:
 
 
 @dataclasses.dataclass(frozen=True)
+class Directory:
+    """A directory the workload needs with a given owner and mode (key repositories, data dirs).
+
+    Made before any file is pushed, so a file's parents get this mode rather
+    than the 0755 Pebble gives the parents it makes for a push; made again only
+    when its declaration changes or the container is new.
+    """
+
+    path: str
+    user: str = "root"
+    group: str = "root"
+    permissions: int = 0o750
+
+    def digest(self) -> str:
+        """What identifies this directory's desired state."""
+        return hashlib.sha256(f"{self.user}:{self.group}:{self.permissions:o}".encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
 class Service:
     """A long-running process of the workload."""
 
@@ -113,6 +132,7 @@ class Workload:
     services: Sequence[Service] = ()
     checks: Sequence[HTTPCheck] = ()
     files: Sequence[File] = ()
+    directories: Sequence[Directory] = ()
 
     def layer(self) -> dict[str, object]:
         """The Pebble layer of this workload."""
@@ -165,6 +185,14 @@ class PebbleApplier:
         old_files = manifest.get("files")
         if not isinstance(old_files, dict):
             old_files = {}
+        old_dirs = manifest.get("dirs")
+        if not isinstance(old_dirs, dict):
+            old_dirs = {}
+        new_dirs: dict[str, str] = {}
+        for d in self.workload.directories:
+            new_dirs[d.path] = d.digest()
+            if old_dirs.get(d.path) != new_dirs[d.path]:
+                self._make_dir(d)
         all_services = {s.name for s in self.workload.services}
         restart: set[str] = set()
         new_files: dict[str, str] = {}
@@ -202,11 +230,27 @@ class PebbleApplier:
                 self.container.restart(*to_restart)
                 acted |= set(to_restart)
             started = all_services
-        new_manifest = {"files": new_files, "layer": layer_digest, "started": sorted(started)}
+        new_manifest = {
+            "files": new_files,
+            "dirs": new_dirs,
+            "layer": layer_digest,
+            "started": sorted(started),
+        }
         if new_manifest != manifest:
             self.container.push(MANIFEST, json.dumps(new_manifest), make_dirs=True, permissions=0o600)
         self._known = new_manifest
         return acted
+
+    def _make_dir(self, directory: Directory) -> None:
+        # missing parents get the same owner and mode (declare a parent first to choose
+        # otherwise); a directory the image already has is left as it is
+        self.container.make_dir(
+            directory.path,
+            make_parents=True,
+            permissions=directory.permissions,
+            user=directory.user,
+            group=directory.group,
+        )
 
     def run(self, command: Command) -> str:
         """Run a one-shot command to completion.

@@ -24,12 +24,14 @@ excluded from the checks go to stderr.
 The validator and generator helpers used here are oslo.config's own
 (``oslo_config.validator._validate``, ``oslo_config.generator._list_opts``), so
 the result is what ``oslo-config-validator`` and ``oslo-config-generator``
-see; they are private names, pinned by the functional requirements.
+see; they, and the registries of ``ConfigOpts`` read here, are private names of
+the oslo.config pinned by the functional requirements.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -92,11 +94,12 @@ def check_names(path: str, namespaces: Sequence[str], exclude: Sequence[str]) ->
     conf(argv, project="oslo-check", default_config_files=[], default_config_dirs=[], use_env=False)
     handler = _Records()
     root = logging.getLogger()
-    root.addHandler(handler)
+    # the validator logs its findings: collect them instead of printing them twice
+    saved, root.handlers = root.handlers, [handler]
     try:
         validator._validate(conf)
     finally:
-        root.removeHandler(handler)
+        root.handlers = saved
     problems = []
     for record in handler.records:
         if record.msg == _UNKNOWN and isinstance(record.args, tuple):
@@ -116,11 +119,9 @@ def _group_name(group: Any) -> str:
 
 def _register(conf: cfg.ConfigOpts, group: str, opts: Iterable[cfg.Opt]) -> None:
     for opt in opts:
-        try:
+        # two namespaces listing one name differently: the first one stands, as in the generator
+        with contextlib.suppress(cfg.DuplicateOptError):
             conf.register_opt(opt, group=None if group == "DEFAULT" else group)
-        except cfg.DuplicateOptError:
-            # two namespaces listing one name differently: the first one stands, as the generator's
-            pass
 
 
 def registered(conf: cfg.ConfigOpts, group: str) -> dict[str, cfg.Opt]:
@@ -184,9 +185,9 @@ def register_dynamic_groups(
 
         try:
             backends = dict(conf.enabled_backends or {})
-        except (ValueError, cfg.Error) as error:
-            problems.append(Problem("DEFAULT", "enabled_backends", str(error)))
-            backends = {}
+        except (ValueError, cfg.Error):
+            # reported with the other values; glance would not start, nor register its stores
+            return problems
         stores = {**backends, **_GLANCE_RESERVED_STORES}
         drivers = multi_backend._list_driver_opts()
         for name, kind in stores.items():

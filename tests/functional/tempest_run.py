@@ -4,18 +4,18 @@ The cloud has keystone, glance and placement only. tempest 46.2.0 ships API test
 and image but none for placement (tempest/api has compute, identity, image, network,
 object_storage and volume; placement has only a service client, used by compute tests).
 
-Results are read back from the stestr repository tempest leaves in the workspace, converted to
-JUnit XML by subunit2junitxml (python-subunit, in the OpenStack venv) and parsed with the stdlib.
+Results are read back from the stestr repository tempest leaves in the workspace: its subunit
+stream is decoded by python-subunit/testtools in the OpenStack venv into one JSON line per test.
 """
 
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import subprocess
 import time
-import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,54 +177,69 @@ def run_tempest(
     duration = time.monotonic() - start
     output = proc.stdout + proc.stderr
 
-    junit = _last_run_junit(venv, workspace, env, timeout=120)
-    result = parse_junit(junit)
+    result = parse_records(_last_run_records(venv, workspace, env, timeout=120))
     result.output, result.returncode, result.duration = output, proc.returncode, duration
     if result.ran == 0:
         raise RuntimeError(f"tempest ran no test (rc {proc.returncode}):\n{output[-5000:]}")
     return result
 
 
-def _last_run_junit(venv: Path, workspace: Path, env: Mapping[str, str], *, timeout: float) -> str:
-    """The last run in the workspace's stestr repository, as JUnit XML."""
+# Runs in the OpenStack venv: reads a subunit v2 stream on stdin, prints one JSON object per test.
+_SUBUNIT_TO_JSON = """
+import json, sys
+import subunit, testtools
+
+def emit(test):
+    details = {}
+    for name in ("reason", "traceback"):
+        if name in test["details"]:
+            details[name] = test["details"][name].as_text()
+    print(json.dumps({"id": test["id"], "status": test["status"], **details}))
+
+result = testtools.StreamToDict(emit)
+result.startTestRun()
+subunit.ByteStreamToStreamResult(sys.stdin.buffer, non_subunit_name="stdout").run(result)
+result.stopTestRun()
+"""
+
+
+def _last_run_records(
+    venv: Path, workspace: Path, env: Mapping[str, str], *, timeout: float
+) -> list[dict[str, str]]:
+    """The tests of the last run in the workspace's stestr repository: id, status, reason/traceback."""
     try:
         subunit = subprocess.run(
             [str(venv / "bin" / "stestr"), "last", "--subunit"],
             cwd=workspace, env=dict(env), capture_output=True, timeout=timeout, check=True,
         )  # fmt: skip
-        junit = subprocess.run(
-            [str(venv / "bin" / "subunit2junitxml")],
-            input=subunit.stdout, env=dict(env), capture_output=True, timeout=timeout, check=False,
+        decoded = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", _SUBUNIT_TO_JSON],
+            input=subunit.stdout, env=dict(env), capture_output=True, timeout=timeout, check=True,
         )  # fmt: skip
     except subprocess.CalledProcessError as e:
-        raise RuntimeError(f"stestr last failed: {e.stderr.decode(errors='replace')}") from e
+        raise RuntimeError(f"reading tempest results failed: {e.stderr.decode(errors='replace')}") from e
     except subprocess.TimeoutExpired as e:
         raise RuntimeError(f"reading tempest results timed out after {timeout} s") from e
-    # subunit2junitxml exits 1 when the stream has failures; the XML is complete either way.
-    if not junit.stdout.strip():
-        raise RuntimeError(f"subunit2junitxml produced nothing: {junit.stderr.decode(errors='replace')}")
-    return junit.stdout.decode()
+    return [json.loads(line) for line in decoded.stdout.decode().splitlines() if line.startswith("{")]
 
 
-def parse_junit(xml_text: str) -> TempestResult:
-    """Counts, skip reasons and failure details from subunit2junitxml output."""
-    root = ET.fromstring(xml_text)
+def parse_records(records: Iterable[Mapping[str, str]]) -> TempestResult:
+    """Counts, skip reasons and failure details from per-test records (testtools status names).
+
+    success/xfail -> passed; skip -> skipped; anything else (fail, uxsuccess, inprogress: a worker
+    that died mid-test) -> failed.
+    """
     passed: list[str] = []
     skips: dict[str, str] = {}
     failures: dict[str, str] = {}
-    for case in root.iter("testcase"):
-        classname, name = case.get("classname", ""), case.get("name", "")
-        test_id = f"{classname}.{name}" if classname else name
-        skipped = case.find("skipped")
-        failure = case.find("failure")
-        if failure is None:
-            failure = case.find("error")
-        if skipped is not None:
-            skips[test_id] = (skipped.text or skipped.get("message") or "").strip()
-        elif failure is not None:
-            failures[test_id] = (failure.text or failure.get("message") or "").strip()
-        else:
+    for rec in records:
+        test_id, status = rec["id"], rec["status"]
+        if status in ("success", "xfail"):
             passed.append(test_id)
+        elif status == "skip":
+            skips[test_id] = rec.get("reason", "").strip()
+        else:
+            failures[test_id] = f"{status}: {rec.get('traceback', '').strip()}"
     return TempestResult(
         ran=len(passed) + len(skips) + len(failures),
         passed=len(passed),

@@ -12,6 +12,7 @@ import dataclasses
 import pathlib
 import re
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import ops
@@ -178,10 +179,11 @@ def oslo_files(files: dict[str, str]) -> dict[str, str]:
     }
 
 
-CASES = {
-    "all-relations": {},
-    "mandatory-relations": {"mandatory_only": True},
-    "non-default-config": {"config": None},
+#: the states rendered: what each adds to complete_state()
+CASES: dict[str, Callable[[str], dict[str, Any]]] = {
+    "all-relations": lambda charm: {},
+    "mandatory-relations": lambda charm: {"mandatory_only": True},
+    "non-default-config": lambda charm: {"config": NON_DEFAULT_CONFIG[charm]},
 }
 
 
@@ -192,10 +194,7 @@ def test_rendered_config_is_valid_for_the_service(
     charm: str, case: str, python: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     service = SERVICES[charm]
-    kwargs: dict[str, Any] = dict(CASES[case])
-    if "config" in kwargs:
-        kwargs["config"] = NON_DEFAULT_CONFIG[charm]
-    files = render(charm, tmp_path / "charm", **kwargs)
+    files = render(charm, tmp_path / "charm", **CASES[case](charm))
 
     # every oslo-style file the charm writes is the one checked here
     assert set(oslo_files(files)) == {service.path}
@@ -233,50 +232,140 @@ def set_value(text: str, option: str, value: str) -> str:
     return changed
 
 
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    """A broken edit of a rendered file and the one error it must give."""
+
+    charm: str
+    what: str
+    edit: Callable[[str], str]
+    #: "[section] option" the error names
+    where: str
+    #: words of the error's message
+    words: str
+
+
 MUTATIONS = [
-    # (charm, what, mutate, (section, option), words in the message)
-    ("keystone-k8s", "unknown option", lambda t: add_line(t, "token", "expiraton = 60"), ("token", "expiraton"), "unknown"),
-    ("keystone-k8s", "unknown section", lambda t: add_line(t, "DEFAULT", "\n[tokens]\nexpiration = 60"), ("tokens", "expiration"), "unknown"),
-    ("keystone-k8s", "wrong type", lambda t: set_value(t, "expiration", "soon"), ("token", "expiration"), "invalid value 'soon'"),
-    ("keystone-k8s", "wrong boolean", lambda t: set_value(t, "debug", "maybe"), ("DEFAULT", "debug"), "invalid value 'maybe'"),
-    ("keystone-k8s", "not a choice", lambda t: set_value(t, "provider", "uuid"), ("token", "provider"), "invalid value 'uuid'"),
-    ("glance-k8s", "unknown option", lambda t: add_line(t, "DEFAULT", "no_such_option = 1"), ("DEFAULT", "no_such_option"), "unknown"),
-    ("glance-k8s", "bad port", lambda t: add_line(t, "DEFAULT", "bind_port = 70000"), ("DEFAULT", "bind_port"), "invalid value '70000'"),
-    ("glance-k8s", "wrong type in a store group", lambda t: add_line(t, "filestore", "filesystem_store_chunk_size = big"), ("filestore", "filesystem_store_chunk_size"), "invalid value 'big'"),
-    ("glance-k8s", "unknown option in a store group", lambda t: add_line(t, "os_glance_staging_store", "filesystem_store_dir = /x"), ("os_glance_staging_store", "filesystem_store_dir"), "unknown"),
-    ("glance-k8s", "unknown auth plugin option", lambda t: add_line(t, "keystone_authtoken", "usernme = glance"), ("keystone_authtoken", "usernme"), "unknown"),
-    ("glance-k8s", "option set twice", lambda t: add_line(t, "paste_deploy", "flavor = keystone+cachemanagement"), ("paste_deploy", "flavor"), "set 2 times"),
-    ("placement-k8s", "wrong type", lambda t: set_value(t, "max_allocation_candidates", "lots"), ("placement", "max_allocation_candidates"), "invalid value 'lots'"),
-    ("placement-k8s", "out of range", lambda t: set_value(t, "allocation_conflict_retry_count", "-3"), ("placement", "allocation_conflict_retry_count"), "invalid value '-3'"),
-    ("placement-k8s", "required option missing", lambda t: re.sub(r"^connection = .*\n", "", t, flags=re.M), ("placement_database", "connection"), "required"),
-]  # fmt: skip
+    Mutation(
+        "keystone-k8s",
+        "unknown option",
+        lambda t: add_line(t, "token", "expiraton = 60"),
+        "[token] expiraton",
+        "unknown",
+    ),
+    Mutation(
+        "keystone-k8s",
+        "unknown section",
+        lambda t: t + "\n[tokens]\nexpiration = 60\n",
+        "[tokens] expiration",
+        "unknown",
+    ),
+    Mutation(
+        "keystone-k8s",
+        "wrong type",
+        lambda t: set_value(t, "expiration", "soon"),
+        "[token] expiration",
+        "invalid value 'soon'",
+    ),
+    Mutation(
+        "keystone-k8s",
+        "wrong boolean",
+        lambda t: set_value(t, "debug", "maybe"),
+        "[DEFAULT] debug",
+        "invalid value 'maybe'",
+    ),
+    Mutation(
+        "keystone-k8s",
+        "not a choice",
+        lambda t: add_line(t, "identity", "password_hash_algorithm = md5"),
+        "[identity] password_hash_algorithm",
+        "invalid value 'md5'",
+    ),
+    Mutation(
+        "glance-k8s",
+        "unknown option",
+        lambda t: add_line(t, "DEFAULT", "no_such_option = 1"),
+        "[DEFAULT] no_such_option",
+        "unknown",
+    ),
+    Mutation(
+        "glance-k8s",
+        "bad port",
+        lambda t: add_line(t, "DEFAULT", "bind_port = 70000"),
+        "[DEFAULT] bind_port",
+        "invalid value '70000'",
+    ),
+    Mutation(
+        "glance-k8s",
+        "wrong type in a store group",
+        lambda t: add_line(t, "filestore", "filesystem_store_chunk_size = big"),
+        "[filestore] filesystem_store_chunk_size",
+        "invalid value 'big'",
+    ),
+    Mutation(
+        "glance-k8s",
+        "unknown option in a store group",
+        lambda t: add_line(t, "os_glance_staging_store", "filesystem_store_dir = /x"),
+        "[os_glance_staging_store] filesystem_store_dir",
+        "unknown",
+    ),
+    Mutation(
+        "glance-k8s",
+        "unknown auth plugin option",
+        lambda t: add_line(t, "keystone_authtoken", "usernme = glance"),
+        "[keystone_authtoken] usernme",
+        "unknown",
+    ),
+    Mutation(
+        "glance-k8s",
+        "option set twice",
+        lambda t: add_line(t, "paste_deploy", "flavor = keystone+cachemanagement"),
+        "[paste_deploy] flavor",
+        "set 2 times",
+    ),
+    Mutation(
+        "placement-k8s",
+        "wrong type",
+        lambda t: set_value(t, "max_allocation_candidates", "lots"),
+        "[placement] max_allocation_candidates",
+        "invalid value 'lots'",
+    ),
+    Mutation(
+        "placement-k8s",
+        "not a choice",
+        lambda t: set_value(t, "allocation_candidates_generation_strategy", "random"),
+        "[placement] allocation_candidates_generation_strategy",
+        "invalid value 'random'",
+    ),
+    Mutation(
+        "placement-k8s",
+        "required option missing",
+        lambda t: re.sub(r"^connection = .*\n", "", t, flags=re.M),
+        "[placement_database] connection",
+        "required",
+    ),
+]
 
 
 @pytest.mark.parametrize(
-    ("charm", "mutate", "where", "words"),
-    [pytest.param(c, m, w, words, id=f"{c}-{what.replace(' ', '-')}") for c, what, m, w, words in MUTATIONS],
+    "mutation", [pytest.param(m, id=f"{m.charm}-{m.what.replace(' ', '-')}") for m in MUTATIONS]
 )
 @pytest.mark.usefixtures("fake_keystone")
 def test_the_check_rejects_a_broken_file_naming_the_option(
-    charm: str,
-    mutate: Any,
-    where: tuple[str, str],
-    words: str,
-    python: pathlib.Path,
-    tmp_path: pathlib.Path,
+    mutation: Mutation, python: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    service = SERVICES[charm]
-    rendered = render(charm, tmp_path / "charm")[service.path]
+    service = SERVICES[mutation.charm]
+    rendered = render(mutation.charm, tmp_path / "charm")[service.path]
     conf = tmp_path / pathlib.PurePosixPath(service.path).name
-    conf.write_text(mutate(rendered))
+    conf.write_text(mutation.edit(rendered))
 
     result = check(python, service, conf)
 
     assert result.returncode == 1, result.stdout
     errors = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
-    section, option = where
-    assert [line for line in errors if f"[{section}] {option}: " in line and words in line], result.stdout
     assert len(errors) == 1, f"only the broken option is reported:\n{result.stdout}"
+    assert errors[0].startswith(f"error: {mutation.where}: "), errors[0]
+    assert mutation.words in errors[0], errors[0]
     assert "options checked" not in result.stdout
 
 

@@ -11,17 +11,19 @@ from typing import Any
 from harness import Cloud
 
 
-def openstack(venv: pathlib.Path, clouds_yaml: pathlib.Path, *args: str) -> Any:
+def openstack(venv: pathlib.Path, clouds_yaml: pathlib.Path, *args: str, json_output: bool = True) -> Any:
+    """Run the OpenStack client of the release under test against the cloud in ``clouds_yaml``."""
+    fmt = ["-f", "json"] if json_output else []
     done = subprocess.run(
-        [str(venv / "bin" / "openstack"), "--os-cloud", "openstack", *args, "-f", "json"],
+        [str(venv / "bin" / "openstack"), "--os-cloud", "openstack", *args, *fmt],
         env={"OS_CLIENT_CONFIG_FILE": str(clouds_yaml), "PATH": f"{venv}/bin:/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    assert done.returncode == 0, f"openstack {' '.join(args)}: {done.stderr}"
+    return json.loads(done.stdout) if json_output else done.stdout
 
 
 def validate(auth_url: str, admin_token: str, token: str) -> int:
@@ -49,3 +51,28 @@ def test_token_issue_with_the_clouds_yaml_of_get_admin_account(
 ) -> None:
     token = openstack(venv, admin["clouds_yaml"], "token", "issue")
     assert token["id"] and token["project_id"]
+
+
+def _keys(directory: str) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(pathlib.Path(directory).iterdir())}
+
+
+def test_old_tokens_validate_after_rotate_fernet_keys(
+    cloud: Cloud, venv: pathlib.Path, admin: dict[str, Any]
+) -> None:
+    auth_url = admin["results"]["public-endpoint"]
+    before = openstack(venv, admin["clouds_yaml"], "token", "issue")["id"]
+    keys_before = _keys("/etc/keystone/fernet-keys")
+
+    results = cloud.model.run_action("keystone", "rotate-fernet-keys")
+    assert results["applied"] == "now"
+    keys_after = _keys("/etc/keystone/fernet-keys")
+    # the staged key became the new primary (highest index), a new key is staged
+    assert max(keys_after, key=int) == str(int(max(keys_before, key=int)) + 1)
+    assert keys_after[max(keys_after, key=int)] == keys_before["0"]
+    assert keys_after["0"] != keys_before["0"]
+
+    after = openstack(venv, admin["clouds_yaml"], "token", "issue")["id"]
+    assert validate(auth_url, after, before) == 200, "a token issued before the rotation no longer validates"
+    assert validate(auth_url, before, after) == 200
+    assert validate(auth_url, after, after[:-4] + "AAAA") == 404, "a forged token validates"

@@ -21,7 +21,7 @@ from openstack_charms.k8s import APICharm, ConfigFile
 from openstack_charms.relations.base import RelationHandler, update_databag
 from openstack_charms.relations.ingress import unit_host
 from openstack_charms.status import Waiting
-from openstack_charms.workload import PebbleApplier
+from openstack_charms.workload import Directory, PebbleApplier
 from ops import pebble
 
 STORAGE = "local-repository"
@@ -29,6 +29,8 @@ STORAGE_MOUNT = "/var/lib/glance/images"
 #: the file store's data directory, on the volume
 STORE_DIR = f"{STORAGE_MOUNT}/store"
 PASTE_INI = "/etc/glance/glance-api-paste.ini"
+STAGING_DIR = "/var/lib/glance/staging"
+TASKS_DIR = "/var/lib/glance/tasks_work_dir"
 IMPORT_METHODS = ("glance-direct", "web-download", "copy-image")
 #: glance refuses caps at or above 8 EiB
 MAX_IMAGE_SIZE = 2**63
@@ -157,10 +159,17 @@ class GlanceCharm(APICharm):
         pod = unit_host(self.unit.name, self.app.name, self.model.name)
         context.update(
             store_dir=STORE_DIR,
+            staging_dir=STAGING_DIR,
+            tasks_dir=TASKS_DIR,
             paste_ini=PASTE_INI,
             worker_self_reference_url=f"{scheme}://{pod}:{self.api_port}",
         )
         return context
+
+    def directories(self) -> list[Directory]:
+        """Where glance stages uploads and works on import tasks (the image store is on the volume)."""
+        user = self.service_user
+        return [Directory(path, user, user, 0o750) for path in (STAGING_DIR, TASKS_DIR)]
 
     def bootstrap(self, applier: PebbleApplier) -> None:
         """Prepare the image store, then sync the database (leader)."""

@@ -21,7 +21,7 @@ import ops
 from keystone_config import KeystoneConfig
 from openstack_charms.k8s import APICharm, ConfigFile
 from openstack_charms.status import NotReady
-from openstack_charms.workload import Command, File, PebbleApplier
+from openstack_charms.workload import Command, Directory, File, PebbleApplier
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,15 @@ class KeystoneCharm(APICharm):
         context = super().template_context()
         context.update(public_url=self.public_url, fernet_dir=FERNET_DIR, credential_dir=CREDENTIAL_DIR)
         return context
+
+    def directories(self) -> list[Directory]:
+        """Key repositories keystone accepts: its own, not readable by others."""
+        user = self.service_user
+        return [
+            Directory("/etc/keystone", user, user, 0o755),
+            Directory(FERNET_DIR, user, user, 0o700),
+            Directory(CREDENTIAL_DIR, user, user, 0o700),
+        ]
 
     def extra_files(self, context: Mapping[str, Any]) -> list[File]:
         """Add the fernet and credential key files to the shared ones."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import stat
 from typing import Any
 
 import ops
@@ -493,3 +494,13 @@ def test_active_with_every_relation(tmp_path: pathlib.Path, keystone: FakeKeysto
     assert "https-socket = [::]:5000," in uwsgi
     check = out.get_container("keystone").plan.checks["keystone-api-up"]
     assert check.http is not None and check.http.get("url") == "https://localhost:5000/v3"
+
+
+def test_key_repositories_are_private_directories(tmp_path: pathlib.Path, keystone: FakeKeystone) -> None:
+    context = ctx()
+    out = context.run(context.on.config_changed(), octest.complete_state(CHARM, tmp_path, execs=EXECS))
+    root = out.get_container("keystone").get_filesystem(context)
+    for directory in ("etc/keystone/fernet-keys", "etc/keystone/credential-keys"):
+        # keystone warns about, and operators audit, key repositories others can read
+        assert stat.S_IMODE((root / directory).stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "etc/keystone").stat().st_mode) == 0o755

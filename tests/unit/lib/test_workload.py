@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 from typing import Any, ClassVar
 
 import ops
 import pytest
 from openstack_charms.testing import container
-from openstack_charms.workload import MANIFEST, Command, File, HTTPCheck, PebbleApplier, Service, Workload
+from openstack_charms.workload import (
+    MANIFEST,
+    Command,
+    Directory,
+    File,
+    HTTPCheck,
+    PebbleApplier,
+    Service,
+    Workload,
+)
 from ops import testing
 
 META = {"name": "demo", "containers": {"app": {"resource": "app-image"}}}
@@ -181,3 +191,20 @@ def test_failed_command_becomes_waiting_with_its_name() -> None:
     out = ctx.run(ctx.on.config_changed(), state)
     assert out.unit_status == testing.WaitingStatus("app-manage db_sync failed (exit code 1); will retry")
     assert "--secret=x" not in str(out.unit_status)
+
+
+def test_declared_directories_are_made_with_their_mode_before_files(tmp_path: Path) -> None:
+    wl = workload()
+    keys = Workload(
+        wl.container,
+        wl.services,
+        wl.checks,
+        [*wl.files, File("/etc/app/keys/0", "secret", permissions=0o600)],
+        [Directory("/etc/app/keys", "root", "root", 0o700)],
+    )
+    out, _, ctx = run(testing.State(containers={container("app", tmp_path)}), keys)
+    root = out.get_container("app").get_filesystem(ctx)
+    assert stat.S_IMODE((root / "etc/app/keys").stat().st_mode) == 0o700
+    assert (root / "etc/app/keys/0").read_text() == "secret"
+    manifest = json.loads((root / MANIFEST.lstrip("/")).read_text())
+    assert list(manifest["dirs"]) == ["/etc/app/keys"]
