@@ -54,13 +54,14 @@ def merged_charmcraft(charm: str | pathlib.Path) -> dict[str, Any]:
 def load_charm_class(charm: str) -> type[ops.CharmBase]:
     """Import ``charms/<charm>/src/charm.py`` under a unique module name."""
     module_name = f"{charm.replace('-', '_')}_charm"
+    path = CHARMS / charm / "src" / "charm.py"
+    # as when Juju runs src/charm.py: the charm's own modules sit beside it (checked on
+    # every call: a test that restores sys.path may have taken it away since the import)
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))
     if module_name in sys.modules:
         module = sys.modules[module_name]
     else:
-        path = CHARMS / charm / "src" / "charm.py"
-        # as when Juju runs src/charm.py: the charm's own modules sit beside it
-        if str(path.parent) not in sys.path:
-            sys.path.append(str(path.parent))
         spec = importlib.util.spec_from_file_location(module_name, path)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)

@@ -19,7 +19,14 @@ from typing import Any
 import ops
 from ops import testing
 
-from . import RelationFixture, charm_context, container, container_storages, merged_charmcraft
+from . import (
+    RelationFixture,
+    charm_context,
+    container,
+    container_storages,
+    load_charm_class,
+    merged_charmcraft,
+)
 
 #: the first relation id of a model's links, above the ids ops.testing gives peers
 FIRST_LINK_ID = 100
@@ -167,6 +174,7 @@ class SimulatedModel:
     def run(self, app: str, event: Callable[[testing.Context[Any]], Any] | None = None) -> testing.State:
         """Run one event (default config-changed) on ``app`` with the latest data."""
         ctx = self.contexts[app]
+        load_charm_class(self.apps[app])  # keeps the charm's src/ importable, as Juju does
         self.states[app] = ctx.run(event(ctx) if event else ctx.on.config_changed(), self.input_state(app))
         return self.states[app]
 
