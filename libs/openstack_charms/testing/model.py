@@ -16,7 +16,6 @@ import pathlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import ops
 from ops import testing
 
 from . import (
@@ -192,7 +191,7 @@ class SimulatedModel:
             if isinstance(r, testing.Relation)
         }
 
-    def settle(self, max_rounds: int = 8) -> dict[str, ops.StatusBase]:
+    def settle(self, max_rounds: int = 8) -> dict[str, Any]:
         """Run config-changed on every application, round after round, until no databag changes."""
         for _ in range(max_rounds):
             before = self.databags()
@@ -202,6 +201,6 @@ class SimulatedModel:
                 return self.statuses()
         raise AssertionError(f"relation data still changing after {max_rounds} rounds: {self.statuses()}")
 
-    def statuses(self) -> dict[str, ops.StatusBase]:
+    def statuses(self) -> dict[str, Any]:
         """Each application's unit status."""
         return {app: state.unit_status for app, state in self.states.items()}
