@@ -19,6 +19,10 @@ LEFT_OUT = {
 }
 
 
+#: relations beyond the bundle's: an operator's tool asking keystone for an account
+EXTRA = [("keystone:identity-credentials", "operator-tools:identity-credentials")]
+
+
 def openstack_venv() -> pathlib.Path:
     """The OpenStack release (services, clients, tempest) installed by tox -e functional."""
     value = os.environ.get("OPENSTACK_VENV")
@@ -40,7 +44,7 @@ def bundle_layout() -> tuple[dict[str, str], list[tuple[str, str]]]:
     relations = [
         (a, b) for a, b in bundle["relations"] if not {a.split(":")[0], b.split(":")[0]} & set(LEFT_OUT)
     ]
-    return apps, relations
+    return apps, relations + EXTRA
 
 
 @pytest.fixture(scope="session")

@@ -43,14 +43,17 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from charms.keystone_k8s.v0 import identity_credentials as idc
 from openstack_charms.testing import RelationFixture
 from openstack_charms.testing.model import Link, SimulatedModel
 from openstack_charms.testing.relations import amqp_fixture, database_fixture, ingress_fixture
-from ops import pebble
+from ops import pebble, testing
 from scenario import mocking
 
 #: the charms' own bookkeeping inside a container (one per container in a pod, one machine here)
 CHARM_STATE = "/run/openstack-charm/"
+#: the account the operator's tool asks keystone for over identity-credentials
+CREDENTIALS_USER = "functional-operator"
 SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -427,6 +430,17 @@ class Providers:
             return self._database(link, app_data)
         if link.interface == "rabbitmq":
             return self._amqp(link, app_data)
+        if link.interface == "keystone-credentials":
+            # what a requirer of identity-credentials asks, written by the interface library
+            request = idc.CredentialsRequest(username=CREDENTIALS_USER).to_databag()
+            relation = testing.Relation(
+                link.ours.endpoint,
+                id=link.id,
+                interface=link.interface,
+                remote_app_name=link.other.app,
+                remote_app_data={k: v for k, v in request.items() if v is not None},
+            )
+            return RelationFixture(relation)
         if link.interface == "ingress":
             if "port" not in app_data:
                 return None

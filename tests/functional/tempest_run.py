@@ -144,8 +144,9 @@ def run_tempest(
     timeout: float = 900,
     *,
     concurrency: int = 2,
+    exclude_regex: str | None = None,
 ) -> TempestResult:
-    """`tempest run --regex REGEX --concurrency N` in `workspace`; parse the results.
+    """`tempest run --regex REGEX [--exclude-regex X] --concurrency N` in `workspace`; parse the results.
 
     The workspace needs etc/tempest.conf (write_tempest_conf). `tempest init` is not used: it
     refuses a non-empty directory and registers the workspace in ~/.tempest/workspace.yaml;
@@ -166,6 +167,8 @@ def run_tempest(
         str(venv / "bin" / "tempest"), "run", "--config-file", str(conf),
         "--regex", regex, "--concurrency", str(concurrency),
     ]  # fmt: skip
+    if exclude_regex:
+        cmd += ["--exclude-regex", exclude_regex]
     start = time.monotonic()
     try:
         proc = subprocess.run(

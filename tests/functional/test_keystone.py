@@ -8,7 +8,7 @@ import subprocess
 import urllib.request
 from typing import Any
 
-from harness import Cloud
+from harness import CREDENTIALS_USER, Cloud
 
 
 def openstack(venv: pathlib.Path, clouds_yaml: pathlib.Path, *args: str, json_output: bool = True) -> Any:
@@ -76,3 +76,26 @@ def test_old_tokens_validate_after_rotate_fernet_keys(
     assert validate(auth_url, after, before) == 200, "a token issued before the rotation no longer validates"
     assert validate(auth_url, before, after) == 200
     assert validate(auth_url, after, after[:-4] + "AAAA") == 404, "a forged token validates"
+
+
+def test_identity_credentials_account_authenticates(
+    cloud: Cloud, venv: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    (link,) = [lk for lk in cloud.model.links if lk.ours.endpoint == "identity-credentials"]
+    answer = next(r for r in cloud.model.states["keystone"].relations if r.id == link.id)
+    data = dict(answer.local_app_data)
+    secret = next(s for s in cloud.model.states["keystone"].secrets if s.id == data["credentials"])
+    assert link.id in secret.remote_grants, "the credentials are not granted to the requirer"
+    account = secret.latest_content
+    assert account["username"] == CREDENTIALS_USER
+    clouds_yaml = tmp_path / "clouds.yaml"
+    clouds_yaml.write_text(
+        "clouds:\n  openstack:\n    auth:\n"
+        f"      auth_url: {data['public-endpoint']}\n"
+        f"      username: {account['username']}\n      password: {account['password']}\n"
+        f"      project_name: {data['project-name']}\n      user_domain_name: {data['user-domain-name']}\n"
+        f"      project_domain_name: {data['project-domain-name']}\n"
+        f"    region_name: {data['region']}\n    identity_api_version: 3\n"
+    )
+    token = openstack(venv, clouds_yaml, "token", "issue")
+    assert token["project_id"] == data["project-id"]
