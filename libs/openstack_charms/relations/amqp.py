@@ -19,7 +19,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .base import RelationHandler, update_databag
+from .base import RelationHandler
 
 if TYPE_CHECKING:
     from ..charm import ReconcilingCharm
@@ -76,17 +76,6 @@ class AMQPRequirer(RelationHandler[AMQPContext]):
             "vhost": self.vhost,
             "external_connectivity": "true" if self.external_connectivity else "false",
         }
-
-    def publish(self) -> None:
-        """Leader: write the request on every relation of the endpoint."""
-        if not self.charm.is_leader:
-            return
-        relations = self.relations
-        if not relations:
-            return
-        request = self.request()
-        for relation in relations:
-            update_databag(relation.data[self.charm.app], request)
 
     def get_context(self) -> AMQPContext | None:
         """Return password and brokers, or ``None`` with :attr:`waiting_for` naming the missing field."""

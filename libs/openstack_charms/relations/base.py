@@ -78,8 +78,20 @@ class RelationHandler(Generic[ContextT]):
         """Whether the other side has given everything this side needs."""
         return self.context is not None
 
+    def request(self) -> dict[str, str | None] | None:
+        """What this side asks in its application databag; ``None`` (the default) asks nothing."""
+        return None
+
     def publish(self) -> None:
-        """Write this side's data; the default publishes nothing."""
+        """Leader: write :meth:`request` on every relation of the endpoint (changed keys only)."""
+        if not self.charm.is_leader:
+            return
+        relations = self.relations
+        request = self.request() if relations else None
+        if request is None:
+            return
+        for relation in relations:
+            update_databag(relation.data[self.charm.app], request)
 
     def get_context(self) -> ContextT | None:
         """Read the other side into a typed context; ``None`` if incomplete."""

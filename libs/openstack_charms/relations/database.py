@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import ops
 
-from .base import RelationHandler, update_databag
+from .base import RelationHandler
 
 if TYPE_CHECKING:
     from ..charm import ReconcilingCharm
@@ -117,17 +117,6 @@ class DatabaseRequirer(RelationHandler[DatabaseContext]):
             "requested-secrets": json.dumps(list(REQUESTED_SECRETS)),
             "extra-user-roles": ",".join(self.extra_user_roles) or None,
         }
-
-    def publish(self) -> None:
-        """Leader: write the request on every relation of the endpoint."""
-        if not self.charm.is_leader:
-            return
-        relations = self.relations
-        if not relations:
-            return
-        request = self.request()
-        for relation in relations:
-            update_databag(relation.data[self.charm.app], request)
 
     def get_context(self) -> DatabaseContext | None:
         """Return the provider's answer, or ``None`` with :attr:`waiting_for` naming the missing field."""
