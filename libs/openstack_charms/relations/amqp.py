@@ -69,7 +69,7 @@ class AMQPRequirer(RelationHandler[AMQPContext]):
         self.vhost = vhost
         self.external_connectivity = external_connectivity
 
-    def request(self) -> dict[str, str | None]:
+    def app_request(self) -> dict[str, str | None]:
         """Return the application databag this side publishes."""
         return {
             "username": self.username,

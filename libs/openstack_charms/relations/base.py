@@ -78,16 +78,16 @@ class RelationHandler(Generic[ContextT]):
         """Whether the other side has given everything this side needs."""
         return self.context is not None
 
-    def request(self) -> dict[str, str | None] | None:
+    def app_request(self) -> dict[str, str | None] | None:
         """What this side asks in its application databag; ``None`` (the default) asks nothing."""
         return None
 
     def publish(self) -> None:
-        """Leader: write :meth:`request` on every relation of the endpoint (changed keys only)."""
+        """Leader: write :meth:`app_request` on every relation of the endpoint (changed keys only)."""
         if not self.charm.is_leader:
             return
         relations = self.relations
-        request = self.request() if relations else None
+        request = self.app_request() if relations else None
         if request is None:
             return
         for relation in relations:

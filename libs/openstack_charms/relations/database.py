@@ -110,7 +110,7 @@ class DatabaseRequirer(RelationHandler[DatabaseContext]):
         self.database_name = database_name
         self.extra_user_roles = tuple(extra_user_roles)
 
-    def request(self) -> dict[str, str | None]:
+    def app_request(self) -> dict[str, str | None]:
         """Return the application databag this side publishes."""
         return {
             "database": self.database_name,
