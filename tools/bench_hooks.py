@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -76,14 +77,16 @@ PEBBLE = (
 )
 
 
-def count_calls(charm: str) -> dict[str, Any]:
-    """Hook-tool and Pebble calls of a bootstrap run and of a steady-state run."""
-    from openstack_charms.testing import charm_context, complete_state
-    from ops import testing
+COUNTS: collections.Counter[str] = collections.Counter()
+
+
+def install_counters() -> None:
+    """Count, from now on, every hook-tool and Pebble call ops.testing stands in for."""
     from scenario import mocking
 
-    counts: collections.Counter[str] = collections.Counter()
-
+    if getattr(mocking, "_bench_counting", False):
+        return
+    mocking._bench_counting = True  # type: ignore[attr-defined]
     depth = [0]
 
     def wrap(cls: type, name: str, label: str) -> None:
@@ -92,7 +95,7 @@ def count_calls(charm: str) -> dict[str, Any]:
         def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
             # only the outermost call is a process: ops.testing's stand-ins call each other
             if depth[0] == 0 and not (name == "juju_log" and SCENARIO_NOISE in str(args[1:2])):
-                counts[label] += 1
+                COUNTS[label] += 1
             depth[0] += 1
             try:
                 return original(self, *args, **kwargs)
@@ -108,8 +111,8 @@ def count_calls(charm: str) -> dict[str, Any]:
     original_is_leader = mocking._MockModelBackend.is_leader
 
     def is_leader(self: Any) -> bool:
-        if "tool:is-leader" not in counts:
-            counts["tool:is-leader"] += 1
+        if "tool:is-leader" not in COUNTS:
+            COUNTS["tool:is-leader"] += 1
         return original_is_leader(self)
 
     mocking._MockModelBackend.is_leader = is_leader  # type: ignore[method-assign]
@@ -117,22 +120,67 @@ def count_calls(charm: str) -> dict[str, Any]:
         if hasattr(mocking._MockPebbleClient, method):
             wrap(mocking._MockPebbleClient, method, f"pebble:{method}")
 
+
+def measure(run: Callable[[], Any]) -> tuple[dict[str, Any], Any]:
+    """The calls one hook makes, and its output state (which ``run`` returns)."""
+    install_counters()
+    COUNTS.clear()
+    state = run()
+    tools = {k[5:]: v for k, v in COUNTS.items() if k.startswith("tool:")}
+    pebble = {k[7:]: v for k, v in COUNTS.items() if k.startswith("pebble:")}
+    counted = {
+        "status": str(state.unit_status),
+        "hook_tools": sum(tools.values()),
+        "pebble": sum(pebble.values()),
+        "detail": dict(sorted(tools.items())) | {f"pebble {k}": v for k, v in sorted(pebble.items())},
+    }
+    return counted, state
+
+
+def count_calls(charm: str) -> dict[str, Any]:
+    """Hook-tool and Pebble calls of a bootstrap run and of a steady-state run, the charm alone."""
+    from openstack_charms.testing import charm_context, complete_state
+    from ops import testing
+
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as root:
         ctx = charm_context(charm)
         state = complete_state(charm, pathlib.Path(root), execs=[testing.Exec([], stdout="")])
         for run in ("bootstrap", "steady"):
-            counts.clear()
-            state = ctx.run(ctx.on.config_changed(), state)
-            tools = {k[5:]: v for k, v in counts.items() if k.startswith("tool:")}
-            pebble = {k[7:]: v for k, v in counts.items() if k.startswith("pebble:")}
-            results[run] = {
-                "status": str(state.unit_status),
-                "hook_tools": sum(tools.values()),
-                "pebble": sum(pebble.values()),
-                "detail": dict(sorted(tools.items())) | {f"pebble {k}": v for k, v in sorted(pebble.items())},
-            }
+            results[run], state = measure(lambda state=state: ctx.run(ctx.on.config_changed(), state))
     return results
+
+
+def count_in_cloud() -> dict[str, Any]:
+    """Steady-state calls of each charm of bundles/openstack.yaml once the cloud has settled.
+
+    Keystone here also serves its identity-service requirers (glance, placement),
+    its REST calls going to the unit tests' in-memory keystone.
+    """
+    import yaml
+    from openstack_charms.testing import fixture_for
+    from openstack_charms.testing.model import SimulatedModel
+
+    sys.path[:0] = [str(REPO / "charms" / "keystone-k8s" / "src"), str(REPO / "tests" / "unit" / "keystone")]
+    import keystone_api
+    from fake_keystone import FakeKeystone
+
+    keystone_api.KeystoneAPI = FakeKeystone()  # type: ignore[misc,assignment]
+    bundle = next(yaml.safe_load_all((REPO / "bundles" / "openstack.yaml").read_text()))
+    apps = {
+        a: pathlib.Path(s["charm"]).stem
+        for a, s in bundle["applications"].items()
+        if s["charm"].endswith(".charm")
+    }
+    with tempfile.TemporaryDirectory() as root:
+        model = SimulatedModel(
+            apps,
+            [tuple(r) for r in bundle["relations"]],
+            lambda link, _a, _u: fixture_for(link.ours.endpoint, link.interface, link.ours.app),
+            pathlib.Path(root),
+        )
+        model.settle()
+        return {app: measure(lambda app=app: model.run(app))[0] for app in apps}
 
 
 def python_cost(charm: str) -> dict[str, float]:
@@ -221,6 +269,10 @@ def main() -> None:
             print(f"  {run:9} {counts} -> {r['status']}")
             print(f"            {r['detail']}")
         print(f"  python: import {cost['import']:.3f} s + hook {cost['hook']:.3f} s = {cost['total']:.3f} s")
+    print("\nin a settled cloud (bundles/openstack.yaml; keystone also serving identity-service)")
+    for app, r in count_in_cloud().items():
+        print(f"  {app:9} {r['hook_tools']:3} hook-tool calls, {r['pebble']:3} Pebble calls -> {r['status']}")
+        print(f"            {r['detail']}")
     print(f"\n({time.perf_counter() - start:.1f} s)")
 
 

@@ -7,12 +7,13 @@ import pathlib
 import pwd
 from typing import Any
 
-from harness import Cloud
-from test_keystone import openstack
+from clients import image_roundtrip, openstack_json
+
+CLOUD = "openstack"
 
 
 def test_glance_is_in_the_catalog_at_its_ingress_url(venv: pathlib.Path, admin: dict[str, Any]) -> None:
-    endpoints = openstack(venv, admin["clouds_yaml"], "endpoint", "list", "--service", "image")
+    endpoints = openstack_json(venv, admin["clouds_yaml"], CLOUD, "endpoint", "list", "--service", "image")
     assert {(e["Interface"], e["URL"]) for e in endpoints} == {
         ("public", "http://127.0.0.1:9292"),
         ("internal", "http://127.0.0.1:9292"),
@@ -21,33 +22,17 @@ def test_glance_is_in_the_catalog_at_its_ingress_url(venv: pathlib.Path, admin: 
 
 
 def test_image_upload_and_download_return_the_same_bytes(
-    cloud: Cloud, venv: pathlib.Path, admin: dict[str, Any], tmp_path: pathlib.Path
+    venv: pathlib.Path, admin: dict[str, Any], tmp_path: pathlib.Path
 ) -> None:
     data = os.urandom(1024 * 1024 + 17)
-    source = tmp_path / "image.raw"
-    source.write_bytes(data)
-    image = openstack(
-        venv,
-        admin["clouds_yaml"],
-        "image",
-        "create",
-        "--disk-format",
-        "raw",
-        "--container-format",
-        "bare",
-        "--file",
-        str(source),
-        "functional-image",
+    image_id, back = image_roundtrip(
+        venv, admin["clouds_yaml"], CLOUD, data, tmp_path, name="functional-image"
     )
-    assert image["status"] == "active"
-    saved = tmp_path / "saved.raw"
-    openstack(
-        venv, admin["clouds_yaml"], "image", "save", "--file", str(saved), image["id"], json_output=False
-    )
-    assert saved.read_bytes() == data
+    assert back == data
     # the bytes are on the storage volume the charm declared, owned by glance
-    stored = pathlib.Path("/var/lib/glance/images/store") / image["id"]
+    stored = pathlib.Path("/var/lib/glance/images/store") / image_id
     assert stored.read_bytes() == data
     assert stored.stat().st_uid == pwd.getpwnam("glance").pw_uid
-    openstack(venv, admin["clouds_yaml"], "image", "delete", image["id"], json_output=False)
-    assert not stored.exists()
+    image_roundtrip(
+        venv, admin["clouds_yaml"], CLOUD, b"x" * 4096, tmp_path, name="deleted-image", delete=True
+    )

@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
-import subprocess
-import urllib.request
 from typing import Any
 
+from clients import Credentials, openstack_json, validate_token, write_clouds_yaml
 from harness import CREDENTIALS_USER, Cloud
 
-
-def openstack(venv: pathlib.Path, clouds_yaml: pathlib.Path, *args: str, json_output: bool = True) -> Any:
-    """Run the OpenStack client of the release under test against the cloud in ``clouds_yaml``."""
-    fmt = ["-f", "json"] if json_output else []
-    done = subprocess.run(
-        [str(venv / "bin" / "openstack"), "--os-cloud", "openstack", *args, *fmt],
-        env={"OS_CLIENT_CONFIG_FILE": str(clouds_yaml), "PATH": f"{venv}/bin:/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"openstack {' '.join(args)}: {done.stderr}"
-    return json.loads(done.stdout) if json_output else done.stdout
-
-
-def validate(auth_url: str, admin_token: str, token: str) -> int:
-    request = urllib.request.Request(
-        f"{auth_url}/auth/tokens", headers={"X-Auth-Token": admin_token, "X-Subject-Token": token}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as e:
-        return e.code
+CLOUD = "openstack"
 
 
 def test_every_charm_is_active_with_its_real_services(cloud: Cloud) -> None:
@@ -49,7 +23,7 @@ def test_every_charm_is_active_with_its_real_services(cloud: Cloud) -> None:
 def test_token_issue_with_the_clouds_yaml_of_get_admin_account(
     venv: pathlib.Path, admin: dict[str, Any]
 ) -> None:
-    token = openstack(venv, admin["clouds_yaml"], "token", "issue")
+    token = openstack_json(venv, admin["clouds_yaml"], CLOUD, "token", "issue")
     assert token["id"] and token["project_id"]
 
 
@@ -61,7 +35,7 @@ def test_old_tokens_validate_after_rotate_fernet_keys(
     cloud: Cloud, venv: pathlib.Path, admin: dict[str, Any]
 ) -> None:
     auth_url = admin["results"]["public-endpoint"]
-    before = openstack(venv, admin["clouds_yaml"], "token", "issue")["id"]
+    before = openstack_json(venv, admin["clouds_yaml"], CLOUD, "token", "issue")["id"]
     keys_before = _keys("/etc/keystone/fernet-keys")
 
     results = cloud.model.run_action("keystone", "rotate-fernet-keys")
@@ -72,10 +46,10 @@ def test_old_tokens_validate_after_rotate_fernet_keys(
     assert keys_after[max(keys_after, key=int)] == keys_before["0"]
     assert keys_after["0"] != keys_before["0"]
 
-    after = openstack(venv, admin["clouds_yaml"], "token", "issue")["id"]
-    assert validate(auth_url, after, before) == 200, "a token issued before the rotation no longer validates"
-    assert validate(auth_url, before, after) == 200
-    assert validate(auth_url, after, after[:-4] + "AAAA") == 404, "a forged token validates"
+    after = openstack_json(venv, admin["clouds_yaml"], CLOUD, "token", "issue")["id"]
+    assert validate_token(auth_url, after, before), "a token issued before the rotation no longer validates"
+    assert validate_token(auth_url, before, after)
+    assert not validate_token(auth_url, after, after[:-4] + "AAAA"), "a forged token validates"
 
 
 def test_identity_credentials_account_authenticates(
@@ -88,14 +62,15 @@ def test_identity_credentials_account_authenticates(
     assert link.id in secret.remote_grants, "the credentials are not granted to the requirer"
     account = secret.latest_content
     assert account["username"] == CREDENTIALS_USER
-    clouds_yaml = tmp_path / "clouds.yaml"
-    clouds_yaml.write_text(
-        "clouds:\n  openstack:\n    auth:\n"
-        f"      auth_url: {data['public-endpoint']}\n"
-        f"      username: {account['username']}\n      password: {account['password']}\n"
-        f"      project_name: {data['project-name']}\n      user_domain_name: {data['user-domain-name']}\n"
-        f"      project_domain_name: {data['project-domain-name']}\n"
-        f"    region_name: {data['region']}\n    identity_api_version: 3\n"
+    credentials = Credentials(
+        auth_url=data["public-endpoint"],
+        username=account["username"],
+        password=account["password"],
+        project_name=data["project-name"],
+        user_domain_name=data["user-domain-name"],
+        project_domain_name=data["project-domain-name"],
+        region_name=data["region"],
     )
-    token = openstack(venv, clouds_yaml, "token", "issue")
+    clouds_yaml = write_clouds_yaml(tmp_path / "clouds.yaml", CLOUD, credentials)
+    token = openstack_json(venv, clouds_yaml, CLOUD, "token", "issue")
     assert token["project_id"] == data["project-id"]

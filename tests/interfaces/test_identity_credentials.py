@@ -192,7 +192,9 @@ def test_keystone_creates_the_account_and_the_requirer_gets_it(
     assert keystone.roles_of(user) == {"admin"}
     assert (keystone.roles["admin"], user.id, project_id) in keystone.grants
     # the password reached the requirer only through the secret, never the databag
-    answer = exchange.requirer.get_relation(REQUIRER_RELATION_ID).remote_app_data
+    relation = exchange.requirer.get_relation(REQUIRER_RELATION_ID)
+    assert isinstance(relation, testing.Relation)
+    answer = relation.remote_app_data
     assert user.password not in answer.values()
     assert answer["credentials"].startswith("secret:")
 

@@ -14,7 +14,7 @@ import datetime
 import json
 import pathlib
 import stat
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import ops
 from charmlibs.interfaces.tls_certificates import (
@@ -24,7 +24,7 @@ from charmlibs.interfaces.tls_certificates import (
     TLSCertificatesProvidesV4,
 )
 from openstack_charms.k8s import ServiceCharm
-from openstack_charms.relations.tls import TLSContext, CertificatesRequirer
+from openstack_charms.relations.tls import CertificatesRequirer, TLSContext
 from openstack_charms.testing import container, pushed_files
 from openstack_charms.testing.relations import certificates_fixture, fixture_ca
 from ops import testing
@@ -98,11 +98,13 @@ def provider_answers(request: testing.Relation, previous: dict[str, str]) -> dic
         remote_units_data={0: dict(request.local_unit_data)},
         local_app_data=previous,
     )
-    out = ctx.run(ctx.on.relation_changed(relation, remote_unit=0), testing.State(leader=True, relations=[relation]))
+    out = ctx.run(
+        ctx.on.relation_changed(relation, remote_unit=0), testing.State(leader=True, relations=[relation])
+    )
     return dict(out.get_relation(PROVIDER_RELATION_ID).local_app_data)
 
 
-def round_trip(root: pathlib.Path) -> tuple[testing.State, dict[str, str]]:
+def round_trip(root: pathlib.Path) -> tuple[testing.Context[DemoCharm], testing.State, dict[str, str]]:
     """Alternate the requirer and the provider until neither databag changes."""
     DemoCharm.built_library, DemoCharm.served = [], []
     relation = testing.Relation(
@@ -128,7 +130,7 @@ def round_trip(root: pathlib.Path) -> tuple[testing.State, dict[str, str]]:
         )
         state = ctx.run(ctx.on.relation_changed(answered, remote_unit=0), state)
         if new_answer == answer and dict(state.get_relation(REQUIRER_RELATION_ID).local_unit_data) == before:
-            return state, answer
+            return ctx, state, answer
         answer = new_answer
     raise AssertionError(f"still changing after 4 rounds: {state.unit_status}")
 
@@ -139,7 +141,7 @@ def unit_private_key(state: testing.State) -> str:
 
 
 def test_the_provider_signs_our_request_and_we_serve_it(tmp_path: pathlib.Path) -> None:
-    state, answer = round_trip(tmp_path)
+    _, state, answer = round_trip(tmp_path)
     assert state.unit_status == testing.ActiveStatus()
     served = DemoCharm.served[-1]
     assert served is not None
@@ -158,8 +160,7 @@ def test_the_provider_signs_our_request_and_we_serve_it(tmp_path: pathlib.Path) 
 
 
 def test_the_files_the_base_pushes(tmp_path: pathlib.Path) -> None:
-    state, _ = round_trip(tmp_path)
-    ctx = requirer_ctx()
+    ctx, state, _ = round_trip(tmp_path)
     files = pushed_files(state, ctx, "demo")
     served = DemoCharm.served[-1]
     assert served is not None
@@ -168,36 +169,35 @@ def test_the_files_the_base_pushes(tmp_path: pathlib.Path) -> None:
     assert files["/etc/demo/tls/key.pem"].strip() == unit_private_key(state).strip()
     assert files["/etc/demo/tls/ca.pem"] == str(ca).strip() + "\n"
     root = state.get_container("demo").get_filesystem(ctx)
-    modes = {name: stat.S_IMODE((root / "etc/demo/tls" / name).stat().st_mode) for name in ("cert.pem", "key.pem", "ca.pem")}
+    modes = {
+        name: stat.S_IMODE((root / "etc/demo/tls" / name).stat().st_mode)
+        for name in ("cert.pem", "key.pem", "ca.pem")
+    }
     assert modes == {"cert.pem": 0o644, "key.pem": 0o600, "ca.pem": 0o644}
 
 
 def test_steady_config_changed_serves_the_certificate_without_the_library(tmp_path: pathlib.Path) -> None:
-    state, _ = round_trip(tmp_path)
+    ctx, state, _ = round_trip(tmp_path)
     assert DemoCharm.built_library[-1], "the relation hooks ran the library"
     served = DemoCharm.served[-1]
-    ctx = requirer_ctx()
     files = pushed_files(state, ctx, "demo")
     out = ctx.run(ctx.on.config_changed(), state)
     assert DemoCharm.built_library[-1] is False, "config-changed built the TLS library"
     assert DemoCharm.served[-1] == served
     assert out.unit_status == testing.ActiveStatus()
     assert pushed_files(out, ctx, "demo") == files
-    assert out.get_relation(REQUIRER_RELATION_ID).local_unit_data == state.get_relation(
-        REQUIRER_RELATION_ID
-    ).local_unit_data
+    assert (
+        out.get_relation(REQUIRER_RELATION_ID).local_unit_data
+        == state.get_relation(REQUIRER_RELATION_ID).local_unit_data
+    )
     assert {s.id: s.tracked_content for s in out.secrets} == {s.id: s.tracked_content for s in state.secrets}
 
 
 def test_our_fixture_has_the_shape_of_the_providers_answer(tmp_path: pathlib.Path) -> None:
-    _, answer = round_trip(tmp_path)
+    _, _, answer = round_trip(tmp_path)
     fixture = certificates_fixture(app="demo").relation
     assert isinstance(fixture, testing.Relation)
     assert set(fixture.remote_app_data) == set(answer)
     [ours] = json.loads(fixture.remote_app_data["certificates"])
     [theirs] = json.loads(answer["certificates"])
     assert set(ours) == set(theirs)
-
-
-def _unused(_: Any) -> None:  # keeps typing imports honest
-    pass
