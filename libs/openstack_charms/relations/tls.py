@@ -336,7 +336,11 @@ def _transferred(relation: ops.Relation) -> list[str]:
     certificates = load_json(app_data, "certificates", [])  # type: ignore[arg-type]
     if not certificates and app_data.get("version", "0") != "1" and relation.units:
         unit_data = relation.data[min(relation.units, key=lambda u: u.name)]
-        certificates = load_json(unit_data, "chain", None) or [unit_data.get("ca", "")]
+        ca = unit_data.get("ca", "")
+        # the old library wrote ``ca`` as plain PEM, the current one as a JSON string
+        certificates = load_json(unit_data, "chain", None) or [
+            load_json(unit_data, "ca", "") if ca.startswith('"') else ca
+        ]
     if not isinstance(certificates, list):
         return []
     return [c for c in certificates if isinstance(c, str) and "BEGIN CERTIFICATE" in c]

@@ -235,6 +235,16 @@ def test_received_cas_are_pushed_as_one_bundle() -> None:
     assert pushed_files(out, context, "demo")["/etc/demo/ca-bundle.pem"] == ca
 
 
+@pytest.mark.parametrize("encode", [lambda pem: pem, json.dumps], ids=["plain", "json"])
+def test_v0_provider_with_only_a_ca_is_trusted(encode: Any) -> None:
+    # old providers wrote the CA as plain PEM, the current library as a JSON string
+    ca = str(fixture_ca()[1]).strip() + "\n"
+    relation = testing.Relation("receive-ca-cert", remote_units_data={0: {"ca": encode(ca)}})
+    context = ctx()
+    out = context.run(context.on.config_changed(), with_relations(relation, leader=False))
+    assert pushed_files(out, context, "demo")["/etc/demo/ca-bundle.pem"] == ca
+
+
 @pytest.mark.parametrize("certificates", ["not json", '{"a": 1}', "[]"])
 def test_malformed_or_empty_ca_data_is_waiting_not_a_crash(certificates: str) -> None:
     relation = testing.Relation(
