@@ -52,9 +52,6 @@ SERVICES = {
             "oslo.middleware",
             "osprofiler",
         ),
-        # enforce_scope = false keeps project-scoped admin tokens working (the charm's own
-        # administration and the service users); oslo.policy deprecates the option
-        known_warnings=frozenset({("oslo_policy", "enforce_scope")}),
     ),
     "glance-k8s": Service(
         container="glance",
