@@ -8,11 +8,13 @@ invariance, idempotency, and leader vs non-leader.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import importlib.util
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -99,6 +101,7 @@ def _charm_root(charm: str) -> pathlib.Path:
     # charm root while a test runs: give it a scratch root that links to the
     # charm's sources, so the repository stays clean and parallel runs do not race.
     root = pathlib.Path(tempfile.mkdtemp(prefix=f"{charm}-root-"))
+    atexit.register(shutil.rmtree, root, True)
     (root / "src").symlink_to(CHARMS / charm / "src")
     return root
 
