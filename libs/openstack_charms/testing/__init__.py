@@ -288,6 +288,7 @@ def container(
             (root / name / pathlib.Path(*parts)).mkdir(parents=True, exist_ok=True)
             continue
         source = pathlib.Path(tempfile.mkdtemp(prefix=f"{storage}-"))
+        atexit.register(shutil.rmtree, source, True)
         mounts[storage] = testing.Mount(location=location, source=source)
     return testing.Container(name, can_connect=kwargs.pop("can_connect", True), mounts=mounts, **kwargs)
 
