@@ -11,7 +11,7 @@ import ops
 from . import templating
 from .charm import ReconcilingCharm
 from .config import APIConfig
-from .status import Waiting
+from .status import NotReady, Waiting
 from .workload import Command, Directory, File, HTTPCheck, PebbleApplier, Service, Workload
 
 
@@ -139,8 +139,13 @@ class ServiceCharm(ReconcilingCharm):
     def configure(self) -> None:
         container = self.unit.get_container(self.container)
         applier = PebbleApplier(container, self.workload())
-        applier.apply(start=False)
-        self.bootstrap(applier)
+        applier.apply(start=False, record=False)
+        try:
+            self.bootstrap(applier)
+        except NotReady:
+            # what was pushed is recorded even when the leader's work has to wait
+            applier.record()
+            raise
         applier.apply(start=True)
         self.after_start()
 

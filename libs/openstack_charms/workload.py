@@ -156,12 +156,17 @@ class PebbleApplier:
         self.container = container
         self.workload = workload
         self._known: dict[str, object] | None = None
+        self._pushed: dict[str, object] | None = None
+        #: services whose files changed in an apply without start, restarted by the next start
+        self._pending: set[str] = set()
 
     def _manifest(self) -> dict[str, object]:
         if self._known is not None:
             return self._known
         try:
-            return json.loads(self.container.pull(MANIFEST).read())
+            pushed: dict[str, object] = json.loads(self.container.pull(MANIFEST).read())
+            self._pushed = pushed
+            return pushed
         except pebble.PathError:
             return {}
         except pebble.ConnectionError as e:
@@ -170,15 +175,28 @@ class PebbleApplier:
             logger.warning("unreadable manifest in %s; pushing everything", self.container.name)
             return {}
 
-    def apply(self, *, start: bool) -> set[str]:
+    def apply(self, *, start: bool, record: bool = True) -> set[str]:
         """Push changed files, update the layer, (re)start what changed.
 
-        Returns the names of the services restarted or started.
+        With ``start=False`` nothing is (re)started; services whose files changed
+        are restarted by the next ``apply(start=True)`` of this applier. With
+        ``record=False`` the manifest is written later, by :meth:`record` or the
+        next recording apply (one push instead of two). Returns the names of the
+        services restarted or started.
         """
         try:
-            return self._apply(start=start)
+            acted = self._apply(start=start)
+            if record:
+                self.record()
+            return acted
         except pebble.ConnectionError as e:
             raise Waiting(f"waiting for container {self.container.name} (Pebble)") from e
+
+    def record(self) -> None:
+        """Write what was applied into the container's manifest, if it changed."""
+        if self._known is not None and self._known != self._pushed:
+            self.container.push(MANIFEST, json.dumps(self._known), make_dirs=True, permissions=0o600)
+            self._pushed = self._known
 
     def _apply(self, *, start: bool) -> set[str]:
         manifest = self._manifest()
@@ -220,15 +238,17 @@ class PebbleApplier:
         previously = manifest.get("started", [])
         started = set(previously) if isinstance(previously, list) else set()
         acted: set[str] = set()
+        self._pending |= restart
         if start and all_services:
             if manifest.get("layer") != layer_digest or not all_services <= started:
                 # replan starts what is stopped and restarts what the layer changed
                 self.container.replan()
                 acted |= all_services - started
-            to_restart = sorted(restart & started)
+            to_restart = sorted(self._pending & started)
             if to_restart:
                 self.container.restart(*to_restart)
                 acted |= set(to_restart)
+            self._pending = set()
             started = all_services
         new_manifest = {
             "files": new_files,
@@ -236,8 +256,6 @@ class PebbleApplier:
             "layer": layer_digest,
             "started": sorted(started),
         }
-        if new_manifest != manifest:
-            self.container.push(MANIFEST, json.dumps(new_manifest), make_dirs=True, permissions=0o600)
         self._known = new_manifest
         return acted
 

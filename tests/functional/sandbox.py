@@ -18,6 +18,7 @@ Needs root (CI and the developers' machines run as root) and util-linux's
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import pathlib
 import subprocess
@@ -26,6 +27,7 @@ import tempfile
 import threading
 from collections.abc import Awaitable, Callable
 
+LOCK = pathlib.Path("/var/tmp/openstack-charm-collection/functional.lock")
 MARIADB_SOCKET = os.environ.get("MARIADB_SOCKET", "/run/mysqld/mysqld.sock")
 RABBITMQ = ("127.0.0.1", 5672)
 
@@ -77,6 +79,14 @@ def host_side(command: list[str]) -> int:
     """Bridge RabbitMQ to a unix socket, then run ourselves again in a new network namespace."""
     if os.geteuid() != 0:
         sys.exit("sandbox: the functional tests run services as their own users and need root")
+    # the services write their real paths (/etc/keystone, ...) and databases: one run at a time
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    lock = LOCK.open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("sandbox: another functional run holds the machine; waiting for it", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
     with tempfile.TemporaryDirectory(prefix="openstack-sandbox-") as tmp:
         bridge = str(pathlib.Path(tmp) / "amqp.sock")
         _serve_forever(

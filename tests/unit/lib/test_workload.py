@@ -208,3 +208,19 @@ def test_declared_directories_are_made_with_their_mode_before_files(tmp_path: Pa
     assert (root / "etc/app/keys/0").read_text() == "secret"
     manifest = json.loads((root / MANIFEST.lstrip("/")).read_text())
     assert list(manifest["dirs"]) == ["/etc/app/keys"]
+
+
+def test_files_changed_before_a_start_restart_their_services_at_the_start(tmp_path: Path) -> None:
+    # the charms' flow: push files, run the leader's work, then start
+    class Charm(DemoCharm):
+        def _apply(self, _: ops.EventBase) -> None:
+            applier = PebbleApplier(self.unit.get_container("app"), self.workload)
+            applier.apply(start=False, record=False)
+            DemoCharm.acted = applier.apply(start=True)
+
+    state = testing.State(containers={container("app", tmp_path)})
+    once, _, _ = run(state, workload())
+    Charm.workload = workload(conf="a = 2")
+    ctx = testing.Context(Charm, meta=META)
+    ctx.run(ctx.on.config_changed(), once)
+    assert DemoCharm.acted == {"api", "worker"}
