@@ -44,6 +44,8 @@ class ReconcilingCharm(ops.CharmBase):
         self.peers = PeerHandler(self, next(iter(self.meta.peers))) if self.meta.peers else None
         for event in self._reconcile_events():
             framework.observe(event, self._on_event)
+        # every dispatch (hook or action) ends with pre-commit: peer data goes out then, at once
+        framework.observe(framework.on.pre_commit, self._on_pre_commit)
         framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
         framework.observe(self.on.collect_app_status, self._on_collect_app_status)
 
@@ -127,6 +129,10 @@ class ReconcilingCharm(ops.CharmBase):
         ]
         if incomplete:
             raise Waiting(f"waiting for {'; '.join(incomplete)}")
+
+    def _on_pre_commit(self, _: ops.EventBase) -> None:
+        if self.peers is not None:
+            self.peers.flush()
 
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
         if self._status is not None:

@@ -474,7 +474,8 @@ class Providers:
         username, vhost = request.get("username"), request.get("vhost")
         if not username or not vhost:
             return None
-        password = secrets.token_urlsafe(24)
+        # hex: a password starting with "-" would be read by rabbitmqctl as an option
+        password = secrets.token_hex(24)
         # what rabbitmq-k8s does: the vhost, the user, all permissions on the vhost
         for argv in (
             ("delete_user", username),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from clients import Credentials, openstack_json, validate_token, write_clouds_yaml
+from clients import Credentials, openstack, openstack_json, validate_token, write_clouds_yaml
 from harness import CREDENTIALS_USER, Cloud
 
 CLOUD = "openstack"
@@ -74,3 +74,27 @@ def test_identity_credentials_account_authenticates(
     clouds_yaml = write_clouds_yaml(tmp_path / "clouds.yaml", CLOUD, credentials)
     token = openstack_json(venv, clouds_yaml, CLOUD, "token", "issue")
     assert token["project_id"] == data["project-id"]
+
+
+def test_a_change_is_seen_by_every_worker(venv: pathlib.Path, admin: dict[str, Any]) -> None:
+    # keystone runs several uwsgi workers: a per-worker cache would serve the old name from one of them
+    role = openstack_json(venv, admin["clouds_yaml"], CLOUD, "role", "create", "functional-role")
+    try:
+        openstack(
+            venv,
+            admin["clouds_yaml"],
+            CLOUD,
+            "role",
+            "set",
+            "--name",
+            "functional-renamed",
+            role["id"],
+            fmt=None,
+        )
+        names = {
+            openstack_json(venv, admin["clouds_yaml"], CLOUD, "role", "show", role["id"])["name"]
+            for _ in range(6)
+        }
+        assert names == {"functional-renamed"}
+    finally:
+        openstack(venv, admin["clouds_yaml"], CLOUD, "role", "delete", role["id"], fmt=None)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import ops
 
 from ..status import Waiting
-from .base import RelationHandler
+from .base import RelationHandler, update_databag
 
 if TYPE_CHECKING:
     from ..charm import ReconcilingCharm
@@ -25,6 +27,7 @@ class PeerHandler(RelationHandler[ops.RelationDataContent]):
 
     def __init__(self, charm: ReconcilingCharm, endpoint: str = "peers") -> None:
         super().__init__(charm, endpoint)
+        self._pending: dict[str, str | None] = {}
 
     def get_context(self) -> ops.RelationDataContent | None:
         relation = self.relation
@@ -37,17 +40,23 @@ class PeerHandler(RelationHandler[ops.RelationDataContent]):
         return data
 
     def get(self, key: str) -> str | None:
-        """A value the leader set, or ``None``."""
+        """A value the leader set (or is setting in this hook), or ``None``."""
+        if key in self._pending:
+            return self._pending[key]
         data = self.context
         return data.get(key) if data is not None else None
 
     def set(self, key: str, value: str | None) -> None:
-        """Set (or with ``None`` remove) a value; leader only."""
-        data = self._data()
-        if value is None:
-            data.pop(key, None)
-        elif data.get(key) != value:
-            data[key] = value
+        """Set (or with ``None`` remove) a value; leader only, written once at the end of the hook."""
+        self._data()
+        self._pending[key] = value
+
+    def flush(self) -> None:
+        """Write what this hook set in one ``relation-set`` (changed keys only)."""
+        data = self.context
+        if data is not None and self._pending:
+            update_databag(data, self._pending)
+        self._pending = {}
 
     def secret(
         self,
@@ -61,17 +70,28 @@ class PeerHandler(RelationHandler[ops.RelationDataContent]):
 
         The secret's id is kept in peer app data: every unit (and every future
         leader) finds the same secret, so nothing is regenerated on leader change.
+        A digest of the current content sits beside it, so a unit moves to the
+        newest revision (a second ``secret-get``) only when the leader changed it:
+        units of the owning application get no secret-changed event for that.
         """
         key = f"{label}-secret-id"
         secret_id = self.get(key)
         if secret_id is None:
             if not self.charm.is_leader:
                 raise Waiting(f"waiting for the leader to create {what or label}")
-            secret = self.charm.app.add_secret(generate(), label=label, rotate=rotate)
+            content = generate()
+            secret = self.charm.app.add_secret(content, label=label, rotate=rotate)
             self.set(key, secret.id)
-            return secret.get_content()
+            self.set(f"{label}-digest", _digest(content))
+            return content
         secret = self.charm.model.get_secret(id=secret_id, label=label)
-        return secret.get_content(refresh=True)
+        content = secret.get_content()
+        expected = self.get(f"{label}-digest")
+        if expected is None or _digest(content) != expected:
+            content = secret.get_content(refresh=True)
+            if self.charm.is_leader:
+                self.set(f"{label}-digest", _digest(content))
+        return content
 
     def update_secret(self, label: str, content: dict[str, str]) -> None:
         """Replace the content of the app-owned secret ``label``; leader only."""
@@ -81,3 +101,8 @@ class PeerHandler(RelationHandler[ops.RelationDataContent]):
         secret = self.charm.model.get_secret(id=secret_id, label=label)
         if secret.get_content(refresh=True) != content:
             secret.set_content(content)
+        self.set(f"{label}-digest", _digest(content))
+
+
+def _digest(content: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
 import json
 import pathlib
@@ -504,3 +505,21 @@ def test_key_repositories_are_private_directories(tmp_path: pathlib.Path, keysto
         # keystone warns about, and operators audit, key repositories others can read
         assert stat.S_IMODE((root / directory).stat().st_mode) == 0o700
     assert stat.S_IMODE((root / "etc/keystone").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize(("expiration", "catalog_cached"), [(60, True), (0, False)])
+def test_only_the_catalog_is_cached(
+    tmp_path: pathlib.Path, keystone: FakeKeystone, expiration: int, catalog_cached: bool
+) -> None:
+    context = ctx()
+    out = context.run(
+        context.on.config_changed(), complete(tmp_path, config={"catalog-cache-expiration": expiration})
+    )
+    conf = configparser.ConfigParser(interpolation=None, strict=True)
+    conf.read_string(files(out, context)["/etc/keystone/keystone.conf"])
+    # in-process caches differ between workers: a cached role or revocation would be stale elsewhere
+    cached = {s for s in conf.sections() if conf.has_option(s, "caching") and conf.getboolean(s, "caching")}
+    assert cached == ({"catalog"} if catalog_cached else set())
+    assert conf.getboolean("cache", "enabled") is catalog_cached
+    for section in ("token", "revoke", "role", "identity", "resource", "credential"):
+        assert conf.getboolean(section, "caching") is False

@@ -212,3 +212,29 @@ def test_app_secret_is_created_once_and_survives_leader_change() -> None:
     assert secret.tracked_content == {"key": "generated"}
     again = c.run(c.on.leader_elected(), out)
     assert [s.id for s in again.secrets] == [secret.id]
+
+
+def test_a_unit_moves_to_the_leaders_new_secret_revision_only_when_it_changed() -> None:
+    import hashlib
+
+    c = ctx()
+    leader = c.run(c.on.config_changed(), complete())
+    (secret,) = leader.secrets
+    peer_data = dict(leader.get_relations("peers")[0].local_app_data)
+    assert peer_data["demo-keys-digest"]
+
+    # the leader rotated the content: a new revision, and its digest in peer data
+    new = {"key": "rotated"}
+    rotated = dataclasses.replace(secret, tracked_content={"key": "generated"}, latest_content=new)
+    digest = hashlib.sha256(json.dumps(new, sort_keys=True).encode()).hexdigest()[:32]
+    follower = dataclasses.replace(
+        complete(leader=False, peer_data={**peer_data, "demo-keys-digest": digest}), secrets={rotated}
+    )
+    out = c.run(c.on.config_changed(), follower)
+    (seen,) = out.secrets
+    assert seen.tracked_content == new, "the follower still tracks the old revision"
+
+    # while the digest names the revision it tracks, the unit does not refresh (one secret-get)
+    same = dataclasses.replace(complete(leader=False, peer_data=peer_data), secrets={rotated})
+    out = c.run(c.on.config_changed(), same)
+    assert next(iter(out.secrets)).tracked_content == {"key": "generated"}
