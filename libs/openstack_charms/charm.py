@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import logging
@@ -162,8 +161,3 @@ class ReconcilingCharm(ops.CharmBase):
             raise Waiting(f"waiting for the leader to run {what}")
         run()
         self.peers.set(key, fingerprint)
-
-
-def dataclass_dict(obj: object) -> dict[str, object]:
-    """Fields of a dataclass instance, for templates that iterate over them."""
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ import ops
 from . import templating
 from .charm import ReconcilingCharm
 from .config import APIConfig
-from .status import NotReady, Waiting
+from .relations.base import RelationHandler
+from .status import NotReady
 from .workload import Command, Directory, File, HTTPCheck, PebbleApplier, Service, Workload
 
 
@@ -97,7 +98,7 @@ class ServiceCharm(ReconcilingCharm):
     def bootstrap(self, applier: PebbleApplier) -> None:
         """Leader work after files are in place and before services start."""
         if self.db_sync:
-            database = self.template_context().get("database")
+            database = self.ready_context("database")
             self.leader_task(
                 "db-sync",
                 f"{self.db_sync}\n{getattr(database, 'connection', '')}",
@@ -110,8 +111,15 @@ class ServiceCharm(ReconcilingCharm):
 
     # -- the machinery -----------------------------------------------------
 
+    def rendered_files(self) -> list[ConfigFile]:
+        """Every file rendered from a template: the charm's own, then the shared logging config."""
+        return [
+            *self.config_files,
+            ConfigFile("logging.conf.j2", f"/etc/{self.service_name}/logging.conf", permissions=0o644),
+        ]
+
     def workload(self) -> Workload:
-        """The desired state of the main container."""
+        """The desired state of the main container (the template context built once)."""
         context = self.template_context()
         files = [
             File(
@@ -122,19 +130,19 @@ class ServiceCharm(ReconcilingCharm):
                 permissions=f.permissions,
                 restarts=f.restarts,
             )
-            for f in self.config_files
+            for f in self.rendered_files()
         ]
-        files.append(
-            File(
-                path=f"/etc/{self.service_name}/logging.conf",
-                content=templating.render(self.templates_dir, "logging.conf.j2", context),
-                user=self.service_user,
-                group=self.service_user,
-                permissions=0o644,
-            )
-        )
         files += self.extra_files(context)
         return Workload(self.container, self.services(), self.checks(), files, self.directories())
+
+    def handler(self, endpoint: str) -> RelationHandler[Any] | None:
+        """The handler of ``endpoint``, if the charm has one."""
+        return next((h for h in self.handlers if h.endpoint == endpoint), None)
+
+    def ready_context(self, endpoint: str) -> Any:
+        """The context of ``endpoint``'s handler, or ``None`` while absent or not ready."""
+        handler = self.handler(endpoint)
+        return handler.context if handler is not None else None
 
     def configure(self) -> None:
         container = self.unit.get_container(self.container)
@@ -234,15 +242,13 @@ class APICharm(ServiceCharm):
         )
         return context
 
-    def workload(self) -> Workload:
-        base = super().workload()
-        uwsgi = File(
-            path=self.uwsgi_config_path,
-            content=templating.render(self.templates_dir, "uwsgi.ini.j2", self.template_context()),
-            user=self.service_user,
-            group=self.service_user,
-        )
-        return dataclasses.replace(base, files=[*base.files, uwsgi])
+    def rendered_files(self) -> list[ConfigFile]:
+        return [*super().rendered_files(), ConfigFile("uwsgi.ini.j2", self.uwsgi_config_path)]
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the API serves HTTPS (a certificate has been issued)."""
+        return self.ready_context("certificates") is not None
 
     def services(self) -> list[Service]:
         return [
@@ -256,7 +262,7 @@ class APICharm(ServiceCharm):
         ]
 
     def checks(self) -> list[HTTPCheck]:
-        scheme = "https" if self.template_context().get("tls") else "http"
+        scheme = "https" if self.tls_enabled else "http"
         return [
             HTTPCheck(
                 name=f"{self.service_name}-api-up",
@@ -272,17 +278,11 @@ class APICharm(ServiceCharm):
         The Kubernetes service name is stable across pod restarts, unlike a
         pod address, so catalog entries built from it stay valid.
         """
-        scheme = "https" if self._handler_ready("certificates") else "http"
+        scheme = "https" if self.tls_enabled else "http"
         return f"{scheme}://{self.app.name}.{self.model.name}.svc:{self.api_port}"
 
-    def _handler_ready(self, endpoint: str) -> bool:
-        return any(h.endpoint == endpoint and h.ready for h in self.handlers)
-
     def _ingress_url(self, endpoint: str) -> str | None:
-        for handler in self.handlers:
-            if handler.endpoint == endpoint and handler.ready:
-                return getattr(handler.context, "url", None)
-        return None
+        return getattr(self.ready_context(endpoint), "url", None)
 
     @property
     def public_url(self) -> str:
@@ -300,8 +300,3 @@ class APICharm(ServiceCharm):
     def admin_url(self) -> str:
         """Admin endpoint (the same as the internal one since keystone v3)."""
         return self.internal_url
-
-    def container_ready(self) -> None:
-        """Raise Waiting if the main container's Pebble does not answer."""
-        if not self.unit.get_container(self.container).can_connect():
-            raise Waiting(f"waiting for container {self.container} (Pebble)")

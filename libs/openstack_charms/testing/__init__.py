@@ -200,7 +200,6 @@ def assert_blocked_without_each_mandatory(
     mandatory: Sequence[str],
     *,
     base: testing.State,
-    event: Callable[[testing.State], Any] | None = None,
 ) -> None:
     """Removing any one mandatory relation gives Blocked naming exactly that relation."""
     assert mandatory, "a charm with no mandatory relation should not use this check"
