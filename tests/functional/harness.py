@@ -129,13 +129,10 @@ class Machine:
         if path.startswith(CHARM_STATE):
             return
         target = pathlib.Path(path)
+        if make_dirs:
+            self.make_dir(str(target.parent), make_parents=True, permissions=0o755, user=user, group=group)
         uid, gid = self._ids(user, group)
         self._track(target)
-        if make_dirs:
-            missing = [p for p in reversed(target.parents) if not p.exists()]
-            for directory in missing:
-                directory.mkdir(mode=0o755)
-                os.chown(directory, uid, gid)
         target.write_bytes(data)
         os.chmod(target, permissions if permissions is not None else 0o644)
         os.chown(target, uid, gid)
@@ -548,13 +545,6 @@ class Cloud:
 
     def settle(self, max_rounds: int = 10) -> dict[str, Any]:
         """Run every charm, let started services come up, repeat until all are active and nothing changes."""
-        statuses: dict[str, Any] = {}
-        for _ in range(max_rounds):
-            before = self.model.databags()
-            for app in self.model.apps:
-                self.model.run(app)
-            self.machine.wait_for_checks(self.plans())
-            statuses = self.model.statuses()
-            if self.model.databags() == before and all(s.name == "active" for s in statuses.values()):
-                return statuses
-        raise AssertionError(f"not settled after {max_rounds} rounds: {statuses}")
+        return self.model.settle(
+            max_rounds, between_rounds=lambda: self.machine.wait_for_checks(self.plans()), until_active=True
+        )

@@ -191,15 +191,29 @@ class SimulatedModel:
             if isinstance(r, testing.Relation)
         }
 
-    def settle(self, max_rounds: int = 8) -> dict[str, Any]:
-        """Run config-changed on every application, round after round, until no databag changes."""
+    def settle(
+        self,
+        max_rounds: int = 8,
+        *,
+        between_rounds: Callable[[], None] | None = None,
+        until_active: bool = False,
+    ) -> dict[str, Any]:
+        """Run config-changed on every application, round after round, until no databag changes.
+
+        ``between_rounds`` runs after each round (the functional tests wait there for
+        started services, as time passes between hooks); with ``until_active`` the
+        rounds also go on until every unit is active.
+        """
         for _ in range(max_rounds):
             before = self.databags()
             for app in self.apps:
                 self.run(app)
-            if self.databags() == before:
+            if between_rounds is not None:
+                between_rounds()
+            active = all(s.name == "active" for s in self.statuses().values())
+            if self.databags() == before and (active or not until_active):
                 return self.statuses()
-        raise AssertionError(f"relation data still changing after {max_rounds} rounds: {self.statuses()}")
+        raise AssertionError(f"not settled after {max_rounds} rounds: {self.statuses()}")
 
     def statuses(self) -> dict[str, Any]:
         """Each application's unit status."""
