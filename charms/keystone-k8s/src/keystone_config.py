@@ -21,7 +21,7 @@ class KeystoneConfig(APIConfig):
     token_expiration: int = 3600
     allow_expired_window: int = 169200
     fernet_max_active_keys: int = 4
-    catalog_cache_expiration: int = 60
+    catalog_cache_expiration: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -87,7 +87,7 @@ def test_active_with_a_database(tmp_path: pathlib.Path, keystone: FakeKeystone) 
     assert "[token]\nprovider = fernet\nexpiration = 3600\n" in conf
     assert "[fernet_tokens]\nkey_repository = /etc/keystone/fernet-keys/\nmax_active_keys = 4\n" in conf
     assert "[credential]\nprovider = fernet\nkey_repository = /etc/keystone/credential-keys/\n" in conf
-    assert "cache_time = 60" in conf
+    assert "[catalog]\ndriver = sql\ncaching = false\n" in conf
     assert "[oslo_middleware]" in conf and "[cache]" in conf
     assert "transport_url" not in conf and "[oslo_messaging_rabbit]" not in conf
 
