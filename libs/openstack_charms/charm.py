@@ -1,4 +1,30 @@
-"""Base classes: one reconcile for every event, one status path, typed config."""
+"""The base of every charm: one reconcile for every event, context then plan then apply.
+
+Every observed event runs :meth:`OpenStackCharm.reconcile`, in this order:
+
+1. **config**: ``load_config(config_class)``; an invalid option is Blocked naming it.
+2. **requests**: every handler's ``publish()`` (the leader's requests in the databags).
+3. **relations**: a missing mandatory relation is Blocked naming it; a related
+   endpoint whose data is incomplete is Waiting naming the field.
+4. **context**: :meth:`build_context`, once per hook (``context_class``, a
+   :class:`~.context.ServiceContext` subclass).
+5. **plan**: :meth:`workloads` (one :class:`~.plan.Workload` per container, or
+   the host) and :meth:`leader_work` (ordered :class:`~.plan.LeaderTask`).
+6. **apply**: files, directories and layers (or packages and units) without
+   starting anything; the leader tasks in order, each once per distinct inputs;
+   then every service (re)started where needed; then :meth:`after_start`.
+7. **answers**: every handler's ``provide(ready)``, with whether all of that succeeded.
+
+``Blocked`` / ``Waiting`` raised anywhere stop the reconcile and become the
+status, set only in collect-status, short and on one line.
+
+A charm declares: ``config_class``, ``context_class``, ``service_name``,
+``service_user``, optionally ``databases`` / ``amqp_vhost`` / ``api_port`` /
+``own_wiring`` (its own handlers), and implements :meth:`workloads` (and where
+needed :meth:`leader_work`, :meth:`catalog`, :meth:`after_start`,
+:meth:`active_message`). Handlers come from the endpoints it declares
+(:mod:`.relations.wiring`).
+"""
 
 from __future__ import annotations
 
@@ -6,31 +32,49 @@ import contextlib
 import functools
 import hashlib
 import logging
+import os
 import pathlib
-from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import ops
 
-from .config import InvalidOption, ServiceConfig
-from .relations.base import RelationHandler
-from .relations.peers import PeerHandler
-from .status import Blocked, NotReady, Waiting
+from . import templating
+from .config import APIConfig, InvalidOption
+from .context import ConfigT, ServiceContext, URLs
+from .peers import Peers
+from .plan import Applier, File, LeaderTask, Workload
+from .relations import wiring
+from .status import Blocked, NotReady, Waiting, one_line
+
+if TYPE_CHECKING:
+    from charms.keystone_k8s.v0 import identity_service as ids
+
+    from .relations.base import RelationHandler
 
 logger = logging.getLogger(__name__)
 
+ContextT = TypeVar("ContextT", bound=ServiceContext[Any])
 
-class ReconcilingCharm(ops.CharmBase):
-    """Every observed event runs :meth:`reconcile`; status comes only from collect-status.
 
-    ``reconcile`` raises :class:`~.status.Blocked` or :class:`~.status.Waiting`
-    wherever it finds something missing; that is caught once, here, and becomes
-    the unit's (and on the leader the application's) status.
-    """
+class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
+    """Every observed event runs :meth:`reconcile`; status comes only from collect-status."""
 
-    config_class: ClassVar[type[ServiceConfig]] = ServiceConfig
-    #: shown in the active status, e.g. the URL users reach
-    ready_message: str = ""
+    config_class: type[ConfigT]
+    context_class: type[ContextT]
+    #: the OpenStack service: names its config directory, database and queue user
+    service_name: ClassVar[str]
+    #: the system user the service runs as
+    service_user: ClassVar[str] = "root"
+    #: endpoint -> database name, for charms with several (default: the service's name)
+    databases: ClassVar[Mapping[str, str]] = {}
+    amqp_vhost: ClassVar[str] = "openstack"
+    #: the port the service's API listens on (ingress routes to it); 0: no API
+    api_port: ClassVar[int] = 0
+    #: roles keystone grants the service user besides admin and service
+    identity_extra_roles: ClassVar[tuple[str, ...]] = ()
+    #: the charm's own handlers, by endpoint (they win over the library's table)
+    own_wiring: ClassVar[Mapping[str, wiring.Wire]] = {}
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
@@ -38,9 +82,19 @@ class ReconcilingCharm(ops.CharmBase):
         # own debug lines cost three per hook, so they are kept only when the
         # operator asked for debug.
         logging.getLogger().setLevel(logging.DEBUG if self.config.get("debug") else logging.INFO)
-        self.handlers: list[RelationHandler[Any]] = []
         self._status: ops.StatusBase | None = None
-        self.peers = PeerHandler(self, next(iter(self.meta.peers))) if self.meta.peers else None
+        self._is_leader: bool | None = None
+        self._hook = os.environ.get("JUJU_HOOK_NAME", "")
+        self.peers = Peers(self, next(iter(self.meta.peers))) if self.meta.peers else None
+        declared = [
+            (role, name, meta.interface_name or "")
+            for role, endpoints in (("requires", self.meta.requires), ("provides", self.meta.provides))
+            for name, meta in endpoints.items()
+        ]
+        self.handlers: dict[str, RelationHandler[Any]] = {
+            endpoint: wire.factory(self, endpoint)
+            for endpoint, wire in wiring.wires(declared, self.own_wiring).items()
+        }
         for event in self._reconcile_events():
             framework.observe(event, self._on_event)
         # every dispatch (hook or action) ends with pre-commit: peer data goes out then, at once
@@ -48,15 +102,200 @@ class ReconcilingCharm(ops.CharmBase):
         framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
         framework.observe(self.on.collect_app_status, self._on_collect_app_status)
 
-    # -- declaration -------------------------------------------------------
+    # -- what a charm declares ----------------------------------------------
 
-    def register_handler(self, handler: RelationHandler[Any]) -> None:
-        """Called by every handler's constructor."""
-        self.handlers.append(handler)
+    def workloads(self, ctx: ContextT) -> Sequence[Workload]:
+        """One workload per target: each container of a k8s charm, or the host of a machine charm."""
+        raise NotImplementedError
 
-    def observe_reconcile(self, event: ops.BoundEvent) -> None:
-        """Reconcile on a custom event (for handlers that wrap a charm library)."""
-        self.framework.observe(event, self._on_event)
+    def leader_work(self, ctx: ContextT) -> Sequence[LeaderTask]:
+        """Ordered leader tasks (db sync, bootstrap), each run once per distinct inputs."""
+        return ()
+
+    def after_start(self, ctx: ContextT) -> None:
+        """Work that needs the services running (the leader's API calls)."""
+
+    def catalog(self) -> Sequence[ids.ServiceEndpoint]:
+        """The catalog entries asked of keystone on ``identity-service`` (see :meth:`catalog_entry`)."""
+        return ()
+
+    def active_message(self, ctx: ContextT) -> str:
+        """Shown in the active status (e.g. the URL users reach)."""
+        return ""
+
+    def applier(self, workload: Workload) -> Applier:
+        """The applier for one workload's target."""
+        raise NotImplementedError
+
+    def check_plan(self, plan: Sequence[Workload]) -> None:
+        """Raise on a plan that cannot be what the charm means (a charm bug, not a status)."""
+        targets = [w.target for w in plan]
+        if len(set(targets)) != len(targets):
+            raise RuntimeError(f"{self.app.name}: more than one workload for a target in {targets}")
+
+    # -- cached facts of this hook ------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        """Leadership, asked once per hook."""
+        if self._is_leader is None:
+            self._is_leader = self.unit.is_leader()
+        return self._is_leader
+
+    @property
+    def hook(self) -> str:
+        """The running hook's name (``""`` in an action)."""
+        return self._hook
+
+    @functools.cached_property
+    def typed_config(self) -> ConfigT:
+        """The charm config, validated; invalid values raise Blocked naming the option."""
+        try:
+            return self.load_config(self.config_class)
+        except InvalidOption as e:
+            raise Blocked(str(e)) from None
+        except (TypeError, ValueError) as e:
+            raise Blocked(f"invalid config: {e}") from None
+
+    @functools.cached_property
+    def context(self) -> ContextT:
+        """The typed context, built once per hook (after the relations were checked)."""
+        return self.build_context()
+
+    def build_context(self) -> ContextT:
+        """Build ``context_class`` from the config and every handler's context."""
+        return self.context_class(**self.context_fields())
+
+    def context_fields(self) -> dict[str, Any]:
+        """The shared fields of the context, for :meth:`build_context` overrides to extend."""
+        by_interface: dict[str, Any] = {}
+        databases: dict[str, Any] = {}
+        for endpoint, handler in self.handlers.items():
+            context = handler.context
+            if context is None:
+                continue
+            kind = self._context_key(endpoint)
+            if kind == "databases":
+                databases[endpoint] = context
+            elif kind:
+                by_interface[kind] = context
+        return {
+            "config": self.typed_config,
+            "service_name": self.service_name,
+            "app": self.app.name,
+            "unit": self.unit.name,
+            "model": self.model.name,
+            "databases": databases,
+            "urls": self.urls,
+            **by_interface,
+        }
+
+    def _context_key(self, endpoint: str) -> str:
+        meta = self.meta.relations[endpoint]
+        if endpoint in wiring.INGRESS_ENDPOINTS:
+            return endpoint.replace("-", "_")
+        return _CONTEXT_FIELDS.get((meta.role.value, meta.interface_name or ""), "")
+
+    @property
+    def templates_dir(self) -> pathlib.Path:
+        """This charm's own templates."""
+        return self.charm_dir / "src" / "templates"
+
+    # -- facts the handlers ask for -------------------------------------------
+
+    def database_name(self, endpoint: str) -> str:
+        """The database asked for on ``endpoint``."""
+        return self.databases.get(endpoint, self.service_name)
+
+    def ingress_port(self) -> int:
+        """The port ingress routes to."""
+        if not self.api_port:
+            raise RuntimeError(f"{self.app.name} declares an ingress endpoint but no api_port")
+        return self.api_port
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether this unit serves TLS (a certificate has been issued)."""
+        handler = self._handler_of("tls-certificates")
+        return handler is not None and handler.ready
+
+    def certificate_names(self) -> tuple[str, list[str]]:
+        """The common name and DNS names of this unit's certificate."""
+        raise NotImplementedError
+
+    @property
+    def urls(self) -> URLs | None:
+        """Where the API is reached; ``None`` for a charm without one."""
+        return None
+
+    def identity_request(self) -> ids.IdentityServiceRequest:
+        """What ``identity-service`` asks of keystone: :meth:`catalog` in the configured region."""
+        from charms.keystone_k8s.v0 import identity_service as ids
+
+        config = self.typed_config
+        if not isinstance(config, APIConfig):
+            raise RuntimeError(f"{self.app.name}: identity-service needs an APIConfig (region)")
+        return ids.IdentityServiceRequest(
+            service_endpoints=tuple(self.catalog()),
+            region=config.region,
+            extra_roles=tuple(sorted(set(self.identity_extra_roles))),
+        )
+
+    def catalog_entry(self, service_type: str, description: str, name: str = "") -> ids.ServiceEndpoint:
+        """One catalog entry at this charm's URLs."""
+        from charms.keystone_k8s.v0 import identity_service as ids
+
+        urls = self.urls
+        if urls is None:
+            raise RuntimeError(f"{self.app.name} registers {service_type} but serves no API")
+        return ids.ServiceEndpoint(
+            service_name=name or self.service_name,
+            type=service_type,
+            description=description,
+            admin_url=urls.admin,
+            internal_url=urls.internal,
+            public_url=urls.public,
+        )
+
+    def _handler_of(self, interface: str) -> RelationHandler[Any] | None:
+        for endpoint, handler in self.handlers.items():
+            if self.meta.relations[endpoint].interface_name == interface:
+                return handler
+        return None
+
+    # -- rendering -------------------------------------------------------------
+
+    def render(
+        self,
+        template: str,
+        path: str,
+        ctx: ServiceContext[Any],
+        *,
+        values: Mapping[str, object] | None = None,
+        user: str | None = None,
+        group: str | None = None,
+        permissions: int = 0o640,
+        restarts: tuple[str, ...] | None = None,
+        file_format: templating.Format | None = None,
+    ) -> File:
+        """A file rendered from ``template`` (this charm's, else the library's), owned by the service user.
+
+        The template sees the context (and ``values``, a builder's own); a value
+        that would break the file's format is Blocked naming the file.
+        """
+        try:
+            content = templating.render(
+                self.templates_dir,
+                template,
+                {**ctx.template_vars(), **(values or {})},
+                file_format=file_format or templating.format_of(path),
+            )
+        except templating.UnsafeValue as e:
+            raise Blocked(f"refusing to write {path}: {e}") from None
+        owner = user or self.service_user
+        return File(path, content, owner, group or owner, permissions, restarts)
+
+    # -- the reconcile -----------------------------------------------------------
 
     def _reconcile_events(self) -> Iterator[ops.BoundEvent]:
         on = self.on
@@ -68,30 +307,6 @@ class ReconcilingCharm(ops.CharmBase):
         for container in self.meta.containers:
             yield on[container].pebble_ready
 
-    # -- cached facts of this hook ----------------------------------------
-
-    @functools.cached_property
-    def is_leader(self) -> bool:
-        """Leadership, asked once per hook."""
-        return self.unit.is_leader()
-
-    @functools.cached_property
-    def typed_config(self) -> ServiceConfig:
-        """The charm config, validated; invalid values raise Blocked naming the option."""
-        try:
-            return self.load_config(self.config_class)
-        except InvalidOption as e:
-            raise Blocked(str(e)) from None
-        except (TypeError, ValueError) as e:
-            raise Blocked(f"invalid config: {e}") from None
-
-    @property
-    def templates_dir(self) -> pathlib.Path:
-        """This charm's own templates."""
-        return self.charm_dir / "src" / "templates"
-
-    # -- the reconcile -----------------------------------------------------
-
     def _on_event(self, event: ops.EventBase) -> None:
         if isinstance(event, ops.UpgradeCharmEvent) and self.is_leader and self.peers:
             generation = int(self.peers.get("upgrade-generation") or 0) + 1
@@ -101,30 +316,50 @@ class ReconcilingCharm(ops.CharmBase):
             self.reconcile()
         except NotReady as e:
             self._status = e.status()
+            ready = False
         else:
-            self._status = ops.ActiveStatus(self.ready_message)
+            self._status = ops.ActiveStatus(one_line(self.active_message(self.context)))
+            ready = True
+        for handler in self.handlers.values():
+            try:
+                handler.provide(ready)
+            except NotReady as e:
+                self._status = e.status()
 
     def reconcile(self) -> None:
         """Bring everything to the desired state, or raise what is missing."""
         self.typed_config  # noqa: B018 (invalid config stops everything first)
-        for handler in self.handlers:
+        for handler in self.handlers.values():
             handler.publish()
         self.check_relations()
-        self.configure()
-
-    def configure(self) -> None:
-        """Apply the desired state once every relation the charm needs is ready."""
+        ctx = self.context
+        plan = self.workloads(ctx)
+        self.check_plan(plan)
+        appliers = {w.target: self.applier(w) for w in plan}
+        try:
+            for applier in appliers.values():
+                applier.apply(start=False, record=False)
+            for task in self.leader_work(ctx):
+                self.run_leader_task(task, appliers)
+        except NotReady:
+            # what was applied is recorded even when the leader's work has to wait
+            for applier in appliers.values():
+                applier.record()
+            raise
+        for applier in appliers.values():
+            applier.apply(start=True)
+        self.after_start(ctx)
 
     def check_relations(self) -> None:
         """Raise Blocked naming missing mandatory relations, Waiting naming incomplete ones."""
-        missing = [h.endpoint for h in self.handlers if h.mandatory and not h.related]
+        missing = [e for e, h in self.handlers.items() if h.mandatory and not h.related]
         if missing:
             noun = "relation" if len(missing) == 1 else "relations"
             raise Blocked(f"missing {noun}: {', '.join(missing)}")
         incomplete = [
-            f"{h.endpoint} ({h.waiting_for})"
-            for h in self.handlers
-            if h.related and h.holds_back_when_incomplete and not h.ready
+            f"{e} ({h.waiting_for})"
+            for e, h in self.handlers.items()
+            if h.related and h.holds_back and not h.ready
         ]
         if incomplete:
             raise Waiting(f"waiting for {'; '.join(incomplete)}")
@@ -141,7 +376,15 @@ class ReconcilingCharm(ops.CharmBase):
         if self._status is not None:
             event.add_status(self._status)
 
-    # -- leader work -------------------------------------------------------
+    # -- leader work -------------------------------------------------------------
+
+    def run_leader_task(self, task: LeaderTask, appliers: Mapping[str, Applier]) -> None:
+        """Run one declared task in its target, once per distinct inputs."""
+        applier = appliers.get(task.target)
+        if applier is None:
+            raise RuntimeError(f"leader task {task.name} runs in {task.target}, which has no workload")
+        inputs = "\n".join((*task.command.argv, task.inputs))
+        self.leader_task(task.name, inputs, lambda: applier.run(task.command), what=task.command.title)
 
     def leader_task(self, name: str, inputs: str, run: Callable[[], object], *, what: str) -> None:
         """Run ``run`` on the leader once per distinct ``inputs`` (and per charm upgrade).
@@ -151,7 +394,7 @@ class ReconcilingCharm(ops.CharmBase):
         Non-leaders wait until the leader has done it for the same inputs.
         """
         if self.peers is None:
-            raise RuntimeError("leader_task needs a peer relation")
+            raise RuntimeError("leader work needs a peer relation")
         generation = self.peers.get("upgrade-generation") or "0"
         fingerprint = hashlib.sha256(f"{generation}\n{inputs}".encode()).hexdigest()[:32]
         key = f"{name}-done"
@@ -161,3 +404,14 @@ class ReconcilingCharm(ops.CharmBase):
             raise Waiting(f"waiting for the leader to run {what}")
         run()
         self.peers.set(key, fingerprint)
+
+
+#: (role, interface) -> the context field its handler's context fills
+_CONTEXT_FIELDS: Mapping[tuple[str, str], str] = {
+    ("requires", "mysql_client"): "databases",
+    ("requires", "rabbitmq"): "amqp",
+    ("requires", "keystone"): "identity",
+    ("requires", "keystone-credentials"): "credentials",
+    ("requires", "tls-certificates"): "tls",
+    ("requires", "certificate_transfer"): "ca",
+}

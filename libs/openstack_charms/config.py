@@ -7,9 +7,11 @@ base charm turns into a Blocked status naming the option and the reason.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Collection
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InvalidOption(ValueError):
@@ -21,10 +23,16 @@ class InvalidOption(ValueError):
         self.reason = reason
 
 
+def shown(value: str, limit: int = 40) -> str:
+    """A value as a status may quote it: repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 2] + "…'"
+
+
 def check_choice(option: str, value: str, choices: Collection[str]) -> None:
     """Raise :class:`InvalidOption` unless ``value`` is one of ``choices``."""
     if value not in choices:
-        raise InvalidOption(option, f"is {value!r}, must be one of {', '.join(choices)}")
+        raise InvalidOption(option, f"is {shown(value)}, must be one of {', '.join(choices)}")
 
 
 def check_range(option: str, value: int, low: int, high: int | None = None) -> None:
@@ -34,14 +42,30 @@ def check_range(option: str, value: int, low: int, high: int | None = None) -> N
         raise InvalidOption(option, f"is {value}, must be {bound}")
 
 
+def multiline(default: str = "") -> str:
+    """A string option that may hold several lines (a PEM bundle); every other string is one line."""
+    return dataclasses.field(default=default, metadata={"multiline": True})
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ServiceConfig:
-    """Options every OpenStack service charm has."""
+    """Options every OpenStack service charm has.
+
+    Every string option is a single line without control characters, unless
+    declared with :func:`multiline`: a value that reaches a config file can
+    then never add a line to it.
+    """
 
     debug: bool = False
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, str) and not field.metadata.get("multiline") and _CONTROL.search(value):
+                raise InvalidOption(
+                    field.name.replace("_", "-"), "must be one line without control characters"
+                )
         check_choice("log-level", self.log_level.upper(), LOG_LEVELS)
 
 

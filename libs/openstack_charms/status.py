@@ -1,8 +1,17 @@
-"""Not-ready conditions raised deep in a reconcile and caught once by the base charm."""
+"""Not-ready conditions raised deep in a reconcile and caught once by the base charm, and their messages."""
 
 from __future__ import annotations
 
 import ops
+
+#: Juju shows a status on one line; longer ones are cut here rather than by the client
+MAX_MESSAGE = 120
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class NotReady(Exception):
@@ -16,7 +25,7 @@ class NotReady(Exception):
 
     def status(self) -> ops.StatusBase:
         """The status a user sees for this condition."""
-        return self.status_class(self.message)
+        return self.status_class(one_line(self.message))
 
 
 class Blocked(NotReady):

@@ -1,28 +1,32 @@
 #!/usr/bin/env python3
 """Glance: the OpenStack Image service, on Kubernetes, with images on a Juju storage volume.
 
-Everything an API charm does (database, keystone registration, ingress, TLS,
-uwsgi under Pebble, db sync on the leader) comes from
-:class:`openstack_charms.k8s.APICharm`; this charm declares Glance's
-specifics: its file store on ``local-repository``, upload limits, and the
-URL it publishes on ``image-service``.
+Database, keystone registration, ingress and TLS come from the endpoints the
+charm declares; the charm declares Glance's own parts: one uwsgi API in one
+container, its file store on ``local-repository``, upload limits, the
+metadata definitions loaded by the leader, and the URL it publishes on
+``image-service``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ops
+from openstack_charms.charm import OpenStackCharm
 from openstack_charms.config import APIConfig, InvalidOption
-from openstack_charms.k8s import APICharm, ConfigFile
-from openstack_charms.relations.base import RelationHandler, update_databag
+from openstack_charms.context import ServiceContext
+from openstack_charms.k8s import K8sCharm
+from openstack_charms.plan import Command, Directory, LeaderTask, Workload
+from openstack_charms.relations.base import HandlerHost, RelationHandler, update_databag
 from openstack_charms.relations.ingress import unit_host
-from openstack_charms.status import Waiting
-from openstack_charms.workload import Directory, PebbleApplier
-from ops import pebble
+from openstack_charms.relations.wiring import Wire
+
+if TYPE_CHECKING:
+    from charms.keystone_k8s.v0.identity_service import ServiceEndpoint
 
 STORAGE = "local-repository"
 STORAGE_MOUNT = "/var/lib/glance/images"
@@ -32,6 +36,10 @@ PASTE_INI = "/etc/glance/glance-api-paste.ini"
 STAGING_DIR = "/var/lib/glance/staging"
 TASKS_DIR = "/var/lib/glance/tasks_work_dir"
 IMPORT_METHODS = ("glance-direct", "web-download", "copy-image")
+#: the metadata definitions the image ships (kolla copies glance's etc/ into /etc/glance)
+METADEFS_DIR = "/etc/glance/metadefs"
+#: the stores this charm configures: copy-image copies between stores, so needs two
+STORES = ("filestore",)
 #: glance refuses caps at or above 8 EiB
 MAX_IMAGE_SIZE = 2**63
 _SIZE = re.compile(r"(\d+)\s*(?:([KMGTP])(?:i?B)?|B)?", re.IGNORECASE)
@@ -64,7 +72,7 @@ class GlanceConfig(APIConfig):
 
     image_size_cap: str = ""
     disk_formats: str = "ami,ari,aki,vhd,vhdx,vmdk,raw,qcow2,vdi,iso,ploop"
-    import_methods: str = ",".join(IMPORT_METHODS)
+    import_methods: str = "glance-direct,web-download"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,6 +84,11 @@ class GlanceConfig(APIConfig):
         if unknown:
             raise InvalidOption(
                 "import-methods", f"has {', '.join(unknown)}; choose among {', '.join(IMPORT_METHODS)}"
+            )
+        if "copy-image" in self.import_method_list and len(STORES) < 2:
+            # with one store a copy never finishes and the client times out
+            raise InvalidOption(
+                "import-methods", "has copy-image, which needs a second store; this charm has one"
             )
 
     @property
@@ -104,93 +117,109 @@ class ImageServiceProvider(RelationHandler[None]):
     (nova-cloud-controller, cinder) read it.
     """
 
-    holds_back_when_incomplete = False
+    reads_remote = False
 
-    def __init__(self, charm: APICharm, endpoint: str) -> None:
-        super().__init__(charm, endpoint)
-        self.api = charm
-
-    def get_context(self) -> None:
-        """Nothing to read from the consumers."""
-        return None
+    def __init__(self, host: HandlerHost, endpoint: str, *, url: Callable[[], str]) -> None:
+        super().__init__(host, endpoint)
+        self.url = url
 
     def publish(self) -> None:
         """Write the internal API URL (unchanged values are not rewritten)."""
-        data = {"glance-api-server": self.api.internal_url}
-        for relation in self.relations:
-            if self.api.is_leader:
-                update_databag(relation.data[self.api.app], dict(data))
-            update_databag(relation.data[self.api.unit], dict(data))
+        relations = self.relations
+        if not relations:
+            return
+        data: dict[str, str | None] = {"glance-api-server": self.url()}
+        for relation in relations:
+            if self.host.is_leader:
+                update_databag(relation.data[self.host.app], data)
+            update_databag(relation.data[self.host.unit], data)
 
 
-class GlanceCharm(APICharm):
+def _image_service(charm: OpenStackCharm[Any, Any], endpoint: str) -> ImageServiceProvider:
+    return ImageServiceProvider(charm, endpoint, url=lambda: charm.urls.internal if charm.urls else "")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GlanceContext(ServiceContext[GlanceConfig]):
+    """The shared context plus glance's store and this unit's own URL."""
+
+    store_dir: str = STORE_DIR
+    staging_dir: str = STAGING_DIR
+    tasks_dir: str = TASKS_DIR
+    paste_ini: str = PASTE_INI
+
+    @property
+    def worker_self_reference_url(self) -> str:
+        """Where other units reach this one (a stage and its import may land on different units)."""
+        return f"{self.scheme}://{unit_host(self.unit, self.app, self.model)}:{GlanceCharm.api_port}"
+
+
+class GlanceCharm(K8sCharm[GlanceConfig, GlanceContext]):
     """OpenStack Image service API."""
 
     config_class = GlanceConfig
+    context_class = GlanceContext
     service_name = "glance"
     service_user = "glance"
     api_port = 9292
-    service_type = "image"
-    service_description = "OpenStack Image"
-    wsgi_app = "glance.wsgi.api:application"
-    # "/" answers 300 Multiple Choices; the version list answers 200
-    healthcheck_path = "/versions"
-    config_files = (
-        ConfigFile("glance-api.conf.j2", "/etc/glance/glance-api.conf"),
-        ConfigFile("glance-api-paste.ini.j2", PASTE_INI, permissions=0o644),
-    )
-    db_sync = ("glance-manage", "db_sync")
-    # image uploads arrive with chunked transfer encoding
-    uwsgi_options: ClassVar[Mapping[str, str]] = {
-        "http-auto-chunked": "true",
-        "http-chunked-input": "true",
-        "http-raw-body": "true",
-        "socket-timeout": "10",
-    }
+    own_wiring = {"image-service": Wire(_image_service, ("charm",))}
 
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        self.image_service = ImageServiceProvider(self, "image-service")
+    def catalog(self) -> Sequence[ServiceEndpoint]:
+        return [self.catalog_entry("image", "OpenStack Image")]
 
-    def template_context(self) -> dict[str, Any]:
-        """Return the shared context plus the image store and this unit's own URL."""
-        context = super().template_context()
-        scheme = "https" if context.get("tls") else "http"
-        pod = unit_host(self.unit.name, self.app.name, self.model.name)
-        context.update(
-            store_dir=STORE_DIR,
-            staging_dir=STAGING_DIR,
-            tasks_dir=TASKS_DIR,
-            paste_ini=PASTE_INI,
-            worker_self_reference_url=f"{scheme}://{pod}:{self.api_port}",
-        )
-        return context
-
-    def directories(self) -> list[Directory]:
-        """Where glance stages uploads and works on import tasks (the image store is on the volume)."""
+    def workloads(self, ctx: GlanceContext) -> Sequence[Workload]:
         user = self.service_user
-        return [Directory(path, user, user, 0o750) for path in (STAGING_DIR, TASKS_DIR)]
+        api = self.uwsgi_api(
+            ctx,
+            container="glance",
+            name="glance-api",
+            wsgi_app="glance.wsgi.api:application",
+            # "/" answers 300 Multiple Choices; the version list answers 200
+            healthcheck_path="/versions",
+            workers=ctx.config.workers,
+            # image uploads arrive with chunked transfer encoding
+            options={
+                "http-auto-chunked": "true",
+                "http-chunked-input": "true",
+                "http-raw-body": "true",
+                "socket-timeout": "10",
+            },
+        )
+        own = Workload(
+            "glance",
+            files=[
+                self.render("glance-api.conf.j2", "/etc/glance/glance-api.conf", ctx),
+                self.render("glance-api-paste.ini.j2", PASTE_INI, ctx, permissions=0o644),
+                self.logging_config(ctx),
+            ],
+            directories=[
+                # where glance stages uploads and works on import tasks
+                Directory(STAGING_DIR, user, user, 0o750),
+                Directory(TASKS_DIR, user, user, 0o750),
+                # glance's own directory on the volume, whose root a new volume gives to root; without
+                # parents, a volume that is not mounted is waited for rather than replaced by a
+                # directory that dies with the pod
+                Directory(STORE_DIR, user, user, 0o750, make_parents=False),
+            ],
+        )
+        return [api + own]
 
-    def bootstrap(self, applier: PebbleApplier) -> None:
-        """Prepare the image store, then sync the database (leader)."""
-        self._prepare_image_store(applier.container)
-        super().bootstrap(applier)
-
-    def _prepare_image_store(self, container: ops.Container) -> None:
-        """Create glance's own directory on the volume, whose root a new volume gives to root.
-
-        Creating it through Pebble sets its owner without running a command as
-        root; without ``make_parents`` a volume that is not mounted is noticed
-        rather than replaced by a directory that dies with the pod.
-        """
-        try:
-            container.make_dir(STORE_DIR, permissions=0o750, user=self.service_user, group=self.service_user)
-        except pebble.PathError as e:
-            if e.kind == "not-found":
-                raise Waiting(f"waiting for storage {STORAGE} at {STORAGE_MOUNT}") from e
-            # already there: the steady state
-        except pebble.ConnectionError as e:
-            raise Waiting(f"waiting for container {self.container} (Pebble)") from e
+    def leader_work(self, ctx: GlanceContext) -> Sequence[LeaderTask]:
+        database = ctx.database
+        location = database.location if database else ""
+        user = self.service_user
+        return [
+            LeaderTask(
+                "db-sync", "glance", Command(("glance-manage", "db_sync"), user=user), inputs=location
+            ),
+            # the image property editor and tempest's metadefs tests need the definitions
+            LeaderTask(
+                "load-metadefs",
+                "glance",
+                Command(("glance-manage", "db_load_metadefs", METADEFS_DIR), user=user),
+                inputs=location,
+            ),
+        ]
 
 
 if __name__ == "__main__":  # pragma: nocover

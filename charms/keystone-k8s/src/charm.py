@@ -10,18 +10,23 @@ Every unit writes the keys it reads from the secrets into its container.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import fernet
 import ops
 from keystone_config import KeystoneConfig
-from openstack_charms.k8s import APICharm, ConfigFile
+from openstack_charms import generate
+from openstack_charms.context import ServiceContext
+from openstack_charms.k8s import K8sCharm
+from openstack_charms.plan import Command, Directory, File, LeaderTask, Workload
 from openstack_charms.status import NotReady
-from openstack_charms.workload import Command, Directory, File, PebbleApplier
+
+if TYPE_CHECKING:
+    from charms.keystone_k8s.v0.identity_service import ServiceEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -34,19 +39,27 @@ KEY_SECRETS = {
 }
 
 
-class KeystoneCharm(APICharm):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KeystoneContext(ServiceContext[KeystoneConfig]):
+    """The shared context plus keystone's key repositories and public URL."""
+
+    fernet_dir: str = FERNET_DIR
+    credential_dir: str = CREDENTIAL_DIR
+
+    @property
+    def public_url(self) -> str:
+        """Keystone's public endpoint (what tokens and the version document name)."""
+        return self.urls.public if self.urls else ""
+
+
+class KeystoneCharm(K8sCharm[KeystoneConfig, KeystoneContext]):
     """Keystone API (uwsgi) with its keys, bootstrap and identity providers."""
 
+    config_class = KeystoneConfig
+    context_class = KeystoneContext
     service_name = "keystone"
     service_user = "keystone"
     api_port = 5000
-    service_type = "identity"
-    service_description = "OpenStack Identity"
-    wsgi_app = "keystone.wsgi.api:application"
-    healthcheck_path = "/v3"
-    config_class = KeystoneConfig
-    config_files = (ConfigFile("keystone.conf.j2", "/etc/keystone/keystone.conf"),)
-    db_sync = ("keystone-manage", "db_sync")
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
@@ -65,10 +78,32 @@ class KeystoneCharm(APICharm):
 
     @property
     def keystone_config(self) -> KeystoneConfig:
-        """The validated config, typed as keystone's."""
-        config = self.typed_config
-        assert isinstance(config, KeystoneConfig)
-        return config
+        """The validated config."""
+        return self.typed_config
+
+    @property
+    def public_url(self) -> str:
+        """The public endpoint."""
+        urls = self.urls
+        assert urls is not None
+        return urls.public
+
+    @property
+    def internal_url(self) -> str:
+        """The internal endpoint."""
+        urls = self.urls
+        assert urls is not None
+        return urls.internal
+
+    @property
+    def admin_url(self) -> str:
+        """The admin endpoint (the internal one: keystone v3 has no separate admin API)."""
+        urls = self.urls
+        assert urls is not None
+        return urls.admin
+
+    def catalog(self) -> Sequence[ServiceEndpoint]:
+        return [self.catalog_entry("identity", "OpenStack Identity")]
 
     # -- secrets ---------------------------------------------------------------
 
@@ -86,19 +121,16 @@ class KeystoneCharm(APICharm):
             self.peers.update_secret(label, fernet.to_content(keys))
         return keys
 
-    @functools.cached_property
     def keys(self) -> dict[str, dict[int, str]]:
-        """Both key repositories, read once per hook."""
+        """Both key repositories (secret reads are cached by the peer store)."""
         return {label: self.key_repository(label) for label in KEY_SECRETS}
 
     @property
     def admin_password(self) -> str:
         """The admin user's password (a Juju secret the leader creates)."""
-        from identity_provider import random_text
-
         assert self.peers is not None
         content = self.peers.secret(
-            "admin-password", lambda: {"password": random_text(32)}, what="the admin password"
+            "admin-password", lambda: {"password": generate.password(32)}, what="the admin password"
         )
         return content["password"]
 
@@ -108,41 +140,48 @@ class KeystoneCharm(APICharm):
         max_active = self.keystone_config.fernet_max_active_keys if label == "fernet-keys" else 3
         keys = fernet.rotate(self.key_repository(label), max_active)
         self.peers.update_secret(label, fernet.to_content(keys))
-        self.__dict__.pop("keys", None)
         return keys
 
     # -- the workload ----------------------------------------------------------
 
-    def template_context(self) -> dict[str, Any]:
-        """Add keystone's public URL and key directories to the shared context."""
-        context = super().template_context()
-        context.update(public_url=self.public_url, fernet_dir=FERNET_DIR, credential_dir=CREDENTIAL_DIR)
-        return context
-
-    def directories(self) -> list[Directory]:
-        """Key repositories keystone accepts: its own, not readable by others."""
+    def workloads(self, ctx: KeystoneContext) -> Sequence[Workload]:
         user = self.service_user
-        return [
-            Directory("/etc/keystone", user, user, 0o755),
-            Directory(FERNET_DIR, user, user, 0o700),
-            Directory(CREDENTIAL_DIR, user, user, 0o700),
-        ]
-
-    def extra_files(self, context: Mapping[str, Any]) -> list[File]:
-        """Add the fernet and credential key files to the shared ones."""
-        files = super().extra_files(context)
-        for label, directory in (("fernet-keys", FERNET_DIR), ("credential-keys", CREDENTIAL_DIR)):
+        api = self.uwsgi_api(
+            ctx,
+            container="keystone",
+            name="keystone-api",
+            wsgi_app="keystone.wsgi.api:application",
+            healthcheck_path="/v3",
+            workers=ctx.config.workers,
+        )
+        keys = self.keys()
+        key_files = [
             # keystone reads its key repositories on every use: new keys need no restart
-            files += [
-                File(f"{directory}/{index}", key, self.service_user, self.service_user, 0o600, restarts=())
-                for index, key in sorted(self.keys[label].items())
-            ]
-        return files
+            File(f"{directory}/{index}", key, user, user, 0o600, restarts=())
+            for label, directory in (("fernet-keys", FERNET_DIR), ("credential-keys", CREDENTIAL_DIR))
+            for index, key in sorted(keys[label].items())
+        ]
+        own = Workload(
+            "keystone",
+            files=[
+                self.render("keystone.conf.j2", "/etc/keystone/keystone.conf", ctx),
+                self.logging_config(ctx),
+                *key_files,
+            ],
+            # key repositories keystone accepts: its own, not readable by others
+            directories=[
+                Directory("/etc/keystone", user, user, 0o755),
+                Directory(FERNET_DIR, user, user, 0o700),
+                Directory(CREDENTIAL_DIR, user, user, 0o700),
+            ],
+        )
+        return [api + own]
 
-    def bootstrap(self, applier: PebbleApplier) -> None:
-        """Sync the database, bootstrap keystone, migrate credentials: leader tasks, once per input."""
-        super().bootstrap(applier)
-        config, password = self.keystone_config, self.admin_password
+    def leader_work(self, ctx: KeystoneContext) -> Sequence[LeaderTask]:
+        """Sync the database, bootstrap keystone, migrate credentials: each once per input."""
+        config, password, user = ctx.config, self.admin_password, self.service_user
+        urls = ctx.urls
+        assert urls is not None
         environment = {
             "OS_BOOTSTRAP_USERNAME": config.admin_user,
             "OS_BOOTSTRAP_PASSWORD": password,
@@ -150,38 +189,45 @@ class KeystoneCharm(APICharm):
             "OS_BOOTSTRAP_ROLE_NAME": config.admin_role,
             "OS_BOOTSTRAP_SERVICE_NAME": self.service_name,
             "OS_BOOTSTRAP_REGION_ID": config.region,
-            "OS_BOOTSTRAP_ADMIN_URL": f"{self.admin_url}/v3",
-            "OS_BOOTSTRAP_INTERNAL_URL": f"{self.internal_url}/v3",
-            "OS_BOOTSTRAP_PUBLIC_URL": f"{self.public_url}/v3",
+            "OS_BOOTSTRAP_ADMIN_URL": f"{urls.admin}/v3",
+            "OS_BOOTSTRAP_INTERNAL_URL": f"{urls.internal}/v3",
+            "OS_BOOTSTRAP_PUBLIC_URL": f"{urls.public}/v3",
         }
-        # the password goes through the environment, never argv; the marker holds only a digest
-        inputs = "\n".join(f"{k}={v}" for k, v in sorted(environment.items()))
-        command = Command(("keystone-manage", "bootstrap"), user=self.service_user, environment=environment)
-        self.leader_task(
-            "bootstrap", inputs, lambda: self._run(applier, command), what="keystone-manage bootstrap"
-        )
-        # re-encrypt stored credentials with the primary key after every credential key change
-        digest = hashlib.sha256(repr(sorted(self.keys["credential-keys"].items())).encode()).hexdigest()
-        migrate = Command(("keystone-manage", "credential_migrate"), user=self.service_user)
-        self.leader_task(
-            "credential-migrate", digest, lambda: self._run(applier, migrate), what="credential_migrate"
-        )
+        database = ctx.database
+        credential_keys = self.keys()["credential-keys"]
+        return [
+            LeaderTask(
+                "db-sync",
+                "keystone",
+                Command(("keystone-manage", "db_sync"), user=user),
+                inputs=database.location if database else "",
+            ),
+            # the password goes through the environment, never argv; the marker holds only a digest
+            LeaderTask(
+                "bootstrap",
+                "keystone",
+                Command(("keystone-manage", "bootstrap"), user=user, environment=environment),
+                inputs="\n".join(f"{k}={v}" for k, v in sorted(environment.items())),
+            ),
+            # re-encrypt stored credentials with the primary key after every credential key change
+            LeaderTask(
+                "credential-migrate",
+                "keystone",
+                Command(("keystone-manage", "credential_migrate"), user=user),
+                inputs=hashlib.sha256(repr(sorted(credential_keys.items())).encode()).hexdigest(),
+            ),
+        ]
 
-    @staticmethod
-    def _run(applier: PebbleApplier, command: Command) -> None:
-        applier.run(command)
-
-    def configure(self) -> None:
-        """Apply the workload; the active status shows the public identity URL."""
-        super().configure()
-        self.ready_message = f"{self.public_url}/v3"
-
-    def after_start(self) -> None:
+    def after_start(self, ctx: KeystoneContext) -> None:
         """Leader: answer identity requests through the API."""
         if self.is_leader:
             from identity_provider import Provider
 
             Provider(self).serve()
+
+    def active_message(self, ctx: KeystoneContext) -> str:
+        """The public identity URL."""
+        return f"{ctx.public_url}/v3"
 
     # -- rotation and actions --------------------------------------------------
 

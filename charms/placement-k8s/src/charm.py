@@ -1,22 +1,25 @@
 #!/usr/bin/env python3
 """Placement: the OpenStack inventory and allocation API of resource providers, on Kubernetes.
 
-Everything an API charm does (database, keystone registration, ingress, TLS,
-uwsgi under Pebble, db sync on the leader) comes from
-:class:`openstack_charms.k8s.APICharm`; this charm declares Placement's
-specifics and answers nova on the ``placement`` relation.
+Database, keystone registration, ingress, TLS and the ``placement`` readiness
+flag nova reads come from the endpoints the charm declares; the charm itself
+declares one uwsgi API in one container and its db sync.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import ops
 from openstack_charms.config import APIConfig, InvalidOption, check_choice, check_range
-from openstack_charms.k8s import APICharm, ConfigFile
-from openstack_charms.relations.base import RelationHandler, update_databag
-from openstack_charms.status import NotReady
+from openstack_charms.context import ServiceContext
+from openstack_charms.k8s import K8sCharm
+from openstack_charms.plan import Command, LeaderTask, Workload
+
+if TYPE_CHECKING:
+    from charms.keystone_k8s.v0.identity_service import ServiceEndpoint
 
 GENERATION_STRATEGIES = ("depth-first", "breadth-first")
 
@@ -45,53 +48,39 @@ class PlacementConfig(APIConfig):
         check_range("allocation-conflict-retry-count", self.allocation_conflict_retry_count, 0, 100)
 
 
-class PlacementProvider(RelationHandler[None]):
-    """The ``placement`` interface: ``ready`` as a JSON boolean in the application databag.
-
-    This is the service-readiness format nova-k8s reads; the leader writes
-    ``true`` once the API runs on a synced database, ``false`` whenever the
-    charm cannot keep it so.
-    """
-
-    holds_back_when_incomplete = False
-
-    def get_context(self) -> None:
-        """Nothing to read from nova."""
-        return None
-
-    def announce(self, ready: bool) -> None:
-        """Tell every related application whether placement is ready."""
-        if not self.charm.is_leader:
-            return
-        for relation in self.relations:
-            update_databag(relation.data[self.charm.app], {"ready": json.dumps(ready)})
-
-
-class PlacementCharm(APICharm):
+class PlacementCharm(K8sCharm[PlacementConfig, ServiceContext[PlacementConfig]]):
     """OpenStack Placement API."""
 
     config_class = PlacementConfig
+    context_class = ServiceContext
     service_name = "placement"
     service_user = "placement"
     api_port = 8778
-    service_type = "placement"
-    service_description = "OpenStack Placement"
-    wsgi_app = "placement.wsgi.api:application"
-    config_files = (ConfigFile("placement.conf.j2", "/etc/placement/placement.conf"),)
-    db_sync = ("placement-manage", "db", "sync")
 
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        self.placement = PlacementProvider(self, "placement")
+    def catalog(self) -> Sequence[ServiceEndpoint]:
+        return [self.catalog_entry("placement", "OpenStack Placement")]
 
-    def reconcile(self) -> None:
-        """Reconcile, then tell nova whether placement is ready."""
-        try:
-            super().reconcile()
-        except NotReady:
-            self.placement.announce(False)
-            raise
-        self.placement.announce(True)
+    def workloads(self, ctx: ServiceContext[PlacementConfig]) -> Sequence[Workload]:
+        api = self.uwsgi_api(
+            ctx,
+            container="placement",
+            name="placement-api",
+            wsgi_app="placement.wsgi.api:application",
+            workers=ctx.config.workers,
+        )
+        conf = self.render("placement.conf.j2", "/etc/placement/placement.conf", ctx)
+        return [api + Workload("placement", files=[conf, self.logging_config(ctx)])]
+
+    def leader_work(self, ctx: ServiceContext[PlacementConfig]) -> Sequence[LeaderTask]:
+        database = ctx.database
+        return [
+            LeaderTask(
+                "db-sync",
+                "placement",
+                Command(("placement-manage", "db", "sync"), user=self.service_user),
+                inputs=database.location if database else "",
+            )
+        ]
 
 
 if __name__ == "__main__":  # pragma: nocover

@@ -19,10 +19,10 @@ import dataclasses
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .base import RelationHandler
+from .base import Incomplete, RelationHandler
 
 if TYPE_CHECKING:
-    from ..charm import ReconcilingCharm
+    from .base import HandlerHost
 
 AMQP_PORT = 5672
 
@@ -57,14 +57,14 @@ class AMQPRequirer(RelationHandler[AMQPContext]):
 
     def __init__(
         self,
-        charm: ReconcilingCharm,
+        host: HandlerHost,
         endpoint: str = "amqp",
         *,
         username: str,
         vhost: str,
         external_connectivity: bool = False,
     ) -> None:
-        super().__init__(charm, endpoint)
+        super().__init__(host, endpoint)
         self.username = username
         self.vhost = vhost
         self.external_connectivity = external_connectivity
@@ -77,16 +77,15 @@ class AMQPRequirer(RelationHandler[AMQPContext]):
             "external_connectivity": "true" if self.external_connectivity else "false",
         }
 
-    def get_context(self) -> AMQPContext | None:
-        """Return password and brokers, or ``None`` with :attr:`waiting_for` naming the missing field."""
+    def get_context(self) -> AMQPContext:
+        """Return password and brokers, or raise naming the missing field."""
         relation = self.relation
         if relation is None or relation.app is None:
-            return None
+            raise Incomplete("the provider application")
         remote = relation.data[relation.app]
         password = remote.get("password")
         if not password:
-            self.waiting_for = "password"
-            return None
+            raise Incomplete("password")
         hostname = (remote.get("hostname") or "").strip()
         if hostname:
             hosts: tuple[str, ...] = (hostname,)
@@ -95,8 +94,7 @@ class AMQPRequirer(RelationHandler[AMQPContext]):
             addresses = {relation.data[unit].get("ingress-address") for unit in relation.units}
             hosts = tuple(sorted(a for a in addresses if a))
         if not hosts:
-            self.waiting_for = "hostname"
-            return None
+            raise Incomplete("hostname")
         return AMQPContext(
             transport_url=transport_url(hosts, AMQP_PORT, self.username, password, self.vhost),
             hosts=hosts,

@@ -23,17 +23,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import ops
 
-from .base import RelationHandler
+from .base import Incomplete, RelationDataError, RelationHandler
 
 if TYPE_CHECKING:
-    from ..charm import ReconcilingCharm
+    from .base import HandlerHost
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +52,14 @@ class DatabaseContext:
     name: str
     username: str
     password: str
+
+    @property
+    def location(self) -> str:
+        """Server and database, without credentials: what a db sync depends on.
+
+        A password rotation does not call for another sync.
+        """
+        return f"{self.host}:{self.port}/{self.name}"
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -100,13 +107,13 @@ class DatabaseRequirer(RelationHandler[DatabaseContext]):
 
     def __init__(
         self,
-        charm: ReconcilingCharm,
+        host: HandlerHost,
         endpoint: str = "database",
         *,
         database_name: str,
         extra_user_roles: Sequence[str] = (),
     ) -> None:
-        super().__init__(charm, endpoint)
+        super().__init__(host, endpoint)
         self.database_name = database_name
         self.extra_user_roles = tuple(extra_user_roles)
 
@@ -118,21 +125,20 @@ class DatabaseRequirer(RelationHandler[DatabaseContext]):
             "extra-user-roles": ",".join(self.extra_user_roles) or None,
         }
 
-    def get_context(self) -> DatabaseContext | None:
-        """Return the provider's answer, or ``None`` with :attr:`waiting_for` naming the missing field."""
+    def get_context(self) -> DatabaseContext:
+        """Return the provider's answer, or raise naming the missing field."""
         relation = self.relation
         if relation is None or relation.app is None:
-            return None
+            raise Incomplete("the provider application")
         remote = relation.data[relation.app]
         endpoints = [e for e in (remote.get("endpoints") or "").split(",") if e.strip()]
         if not endpoints:
-            self.waiting_for = "endpoints"
-            return None
-        credentials = self._credentials(remote)
-        if credentials is None:
-            return None
-        username, password = credentials
-        host, port = parse_endpoint(endpoints[0])
+            raise Incomplete("endpoints")
+        username, password = self._credentials(remote)
+        try:
+            host, port = parse_endpoint(endpoints[0])
+        except ValueError as e:
+            raise RelationDataError(str(e)) from None
         return DatabaseContext(
             connection=connection_url(host, port, self.database_name, username, password),
             host=host,
@@ -142,28 +148,24 @@ class DatabaseRequirer(RelationHandler[DatabaseContext]):
             password=password,
         )
 
-    def _credentials(self, remote: ops.RelationDataContent) -> tuple[str, str] | None:
+    def _credentials(self, remote: ops.RelationDataContent) -> tuple[str, str]:
         secret_uri = remote.get("secret-user")
         if secret_uri:
             # a new revision (password rotation) is announced by secret-changed:
             # move to it then, and spare the extra secret-get in every other hook
-            refresh = os.environ.get("JUJU_HOOK_NAME") == "secret-changed"
+            refresh = self.host.hook == "secret-changed"
             try:
-                content = self.charm.model.get_secret(id=secret_uri).get_content(refresh=refresh)
+                content = self.host.model.get_secret(id=secret_uri).get_content(refresh=refresh)
             except (ops.SecretNotFoundError, ops.ModelError):
                 # granted to the relation a moment after the URI appears, or revoked
-                self.waiting_for = "access to the secret-user secret"
-                return None
+                raise Incomplete("access to the secret-user secret") from None
             username, password = content.get("username"), content.get("password")
             if not username:
-                self.waiting_for = "username in the secret-user secret"
-                return None
+                raise Incomplete("username in the secret-user secret")
             if not password:
-                self.waiting_for = "password in the secret-user secret"
-                return None
+                raise Incomplete("password in the secret-user secret")
             return username, password
         username, password = remote.get("username"), remote.get("password")
         if not username or not password:
-            self.waiting_for = "secret-user"
-            return None
+            raise Incomplete("secret-user")
         return username, password

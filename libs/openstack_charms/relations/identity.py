@@ -8,16 +8,19 @@ holds the credentials, readable with a non-empty password.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
+import ops
 from charms.keystone_k8s.v0 import identity_credentials as idc
 from charms.keystone_k8s.v0 import identity_service as ids
 
-from .base import RelationHandler
+from .base import Incomplete, RelationDataError, RelationHandler
 
 if TYPE_CHECKING:
-    from ..charm import ReconcilingCharm
+    from .base import HandlerHost
+
+ContextT = TypeVar("ContextT")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,65 +70,71 @@ def _port(value: str, protocol: str) -> int:
     return port if 0 < port < 65536 else (443 if protocol == "https" else 80)
 
 
-class IdentityServiceRequirer(RelationHandler[IdentityServiceContext]):
-    """Asks keystone to register the charm's endpoints and to create its service user.
+class _KeystoneRequirer(RelationHandler[ContextT]):
+    """What both requirers share: the leader publishes a request, keystone answers with a secret."""
 
-    The request comes from ``charm.catalog_endpoints()`` and the ``region`` option
-    (``charm.typed_config.region``); it is rewritten on every reconcile, which
-    costs nothing when nothing changed.
+    #: how statuses name the secret keystone grants
+    secret_key: str = ""
+
+    def _secret(self, secret_id: str) -> tuple[str, str]:
+        """Username and password from keystone's secret, or Incomplete naming exactly what is missing."""
+        try:
+            content: Mapping[str, str] = self.host.model.get_secret(id=secret_id).get_content(refresh=True)
+        except (ops.SecretNotFoundError, ops.ModelError):
+            raise Incomplete(f"access to the {self.secret_key} secret (not granted yet)") from None
+        missing = [k for k in ("username", "password") if not content.get(k)]
+        if missing:
+            raise Incomplete(f"{' and '.join(missing)} in the {self.secret_key} secret")
+        return content["username"], content["password"]
+
+
+class IdentityServiceRequirer(_KeystoneRequirer[IdentityServiceContext]):
+    """Asks keystone to register the charm's catalog entries and to create its service user.
+
+    ``request`` builds what is asked (the catalog entries and the region); it is
+    rewritten on every reconcile, which costs nothing when nothing changed.
     """
 
-    def __init__(
-        self, charm: ReconcilingCharm, endpoint: str = "identity-service", *, extra_roles: Sequence[str] = ()
-    ) -> None:
-        super().__init__(charm, endpoint)
-        self.extra_roles = tuple(extra_roles)
+    secret_key = "service-credentials"
 
-    def request(self) -> ids.IdentityServiceRequest:
-        """Build the request this charm publishes."""
-        endpoints = self.charm.catalog_endpoints()  # type: ignore[attr-defined]
-        region = getattr(self.charm.typed_config, "region", "RegionOne")
-        return ids.IdentityServiceRequest(
-            service_endpoints=tuple(ids.ServiceEndpoint(**e) for e in endpoints),
-            region=region,
-            extra_roles=tuple(sorted(set(self.extra_roles))),
-        )
+    def __init__(
+        self, host: HandlerHost, endpoint: str, *, request: Callable[[], ids.IdentityServiceRequest]
+    ) -> None:
+        super().__init__(host, endpoint)
+        self.request = request
 
     def publish(self) -> None:
         """Leader: write the request on every relation of the endpoint."""
-        if not self.charm.is_leader:
+        if not self.host.is_leader:
             return
         relations = self.relations
         if not relations:
             return
         request = self.request()
         for relation in relations:
-            ids.write_request(relation, self.charm.app, request)
+            ids.write_request(relation, self.host.app, request)
 
-    def get_context(self) -> IdentityServiceContext | None:
-        """Keystone's answer and the service user's credentials, or ``None`` naming what is missing."""
+    def get_context(self) -> IdentityServiceContext:
+        """Keystone's answer and the service user's credentials, or raise naming what is missing."""
         relation = self.relation
         if relation is None:
-            return None
+            raise Incomplete("the keystone application")
         try:
             data = ids.read_provider_data(relation)
         except ids.DataError as e:
-            self.waiting_for = f"{', '.join(e.keys) or 'valid data'} from keystone"
-            return None
+            if e.keys:
+                raise Incomplete(f"{', '.join(e.keys)} from keystone") from None
+            raise RelationDataError(str(e)) from None
         if data is None:
-            self.waiting_for = "service-credentials, internal-auth-url, public-auth-url"
-            return None
-        credentials = ids.read_credentials(self.charm.model, data.service_credentials)
-        if credentials is None:
-            self.waiting_for = "the service-credentials secret (not readable yet)"
-            return None
+            raise Incomplete("service-credentials, internal-auth-url, public-auth-url")
+        username, password = self._secret(data.service_credentials)
         return IdentityServiceContext(
             internal_auth_url=data.internal_auth_url,
             public_auth_url=data.public_auth_url,
             admin_auth_url=data.admin_auth_url,
             region=data.region,
-            service_user_name=credentials.username,
-            service_password=credentials.password,
+            service_user_name=username,
+            service_password=password,
             service_project_name=data.service_project_name,
             service_project_id=data.service_project_id,
             service_domain_name=data.service_domain_name,
@@ -137,48 +146,46 @@ class IdentityServiceRequirer(RelationHandler[IdentityServiceContext]):
         )
 
 
-class IdentityCredentialsRequirer(RelationHandler[IdentityCredentialsContext]):
+class IdentityCredentialsRequirer(_KeystoneRequirer[IdentityCredentialsContext]):
     """Asks keystone for an account named ``username`` (default: the application's name)."""
+
+    secret_key = "credentials"
 
     def __init__(
         self,
-        charm: ReconcilingCharm,
+        host: HandlerHost,
         endpoint: str = "identity-credentials",
         *,
         username: str | None = None,
         project: str = "",
         domain: str = "",
     ) -> None:
-        super().__init__(charm, endpoint)
+        super().__init__(host, endpoint)
         self.request = idc.CredentialsRequest(
-            username=username or charm.app.name, project=project, domain=domain
+            username=username or host.app.name, project=project, domain=domain
         )
 
     def publish(self) -> None:
         """Leader: write the request on every relation of the endpoint."""
-        if not self.charm.is_leader:
+        if not self.host.is_leader:
             return
         for relation in self.relations:
-            idc.write_request(relation, self.charm.app, self.request)
+            idc.write_request(relation, self.host.app, self.request)
 
-    def get_context(self) -> IdentityCredentialsContext | None:
-        """Keystone's answer and the account's credentials, or ``None`` naming what is missing."""
+    def get_context(self) -> IdentityCredentialsContext:
+        """Keystone's answer and the account's credentials, or raise naming what is missing."""
         relation = self.relation
         if relation is None:
-            return None
+            raise Incomplete("the keystone application")
         try:
             data = idc.read_provider_data(relation)
         except idc.DataError as e:
-            self.waiting_for = f"{', '.join(e.keys) or 'valid data'} from keystone"
-            return None
+            if e.keys:
+                raise Incomplete(f"{', '.join(e.keys)} from keystone") from None
+            raise RelationDataError(str(e)) from None
         if data is None:
-            self.waiting_for = "credentials, internal-endpoint, public-endpoint"
-            return None
-        credentials = idc.read_credentials(self.charm.model, data.credentials)
-        if credentials is None:
-            self.waiting_for = "the credentials secret (not readable yet)"
-            return None
-        username, password = credentials
+            raise Incomplete("credentials, internal-endpoint, public-endpoint")
+        username, password = self._secret(data.credentials)
         return IdentityCredentialsContext(
             username=username,
             password=password,

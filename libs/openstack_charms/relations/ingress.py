@@ -19,22 +19,25 @@ when the pod is recreated while its name does not, and providers that prefer
 ``ip`` over ``host`` would be left routing to a dead address until the next
 hook; keeping it fresh would cost a ``network-get`` on every hook.
 
-Ingress is optional to run the service: while it is missing or incomplete the
-charm serves under its Kubernetes service URL, so this handler never holds the
-charm back.
+An optional ingress does not hold the service back: while it is missing or
+incomplete the charm serves under its Kubernetes service URL. A mandatory one
+(the internal ingress of a service that machines outside the cluster reach)
+holds it back until the URL is there, so the catalog never gets the
+cluster-local URL.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .base import RelationHandler, load_json, update_databag
+from .base import Incomplete, RelationDataError, RelationHandler, load_json, update_databag
 
 if TYPE_CHECKING:
-    from ..charm import ReconcilingCharm
+    from .base import HandlerHost
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,55 +46,68 @@ class IngressContext:
 
     url: str
 
+    @property
+    def hostname(self) -> str:
+        """The URL's host name."""
+        return urlsplit(self.url).hostname or ""
+
 
 def unit_host(unit_name: str, app_name: str, model_name: str) -> str:
     """Return the pod's DNS name inside the cluster, stable across pod restarts."""
     return f"{unit_name.replace('/', '-')}.{app_name}-endpoints.{model_name}.svc.cluster.local"
 
 
+def parse_url(url: object) -> str:
+    """An http(s) URL with a host and nothing that could break a config line (else RelationDataError)."""
+    if not isinstance(url, str):
+        raise RelationDataError("ingress url is not a string")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise RelationDataError("ingress url contains whitespace or control characters")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RelationDataError(f"ingress url {url[:60]!r} is not an http(s) URL")
+    return url.rstrip("/")
+
+
 class IngressRequirer(RelationHandler[IngressContext]):
-    """Asks for one URL routed to every unit of this application on ``port``."""
+    """Asks for one URL routed to every unit of this application on ``port``.
+
+    ``tls`` tells whether the service itself serves HTTPS, so that traefik's hop
+    to the backend is encrypted too.
+    """
 
     holds_back_when_incomplete = False
 
     def __init__(
         self,
-        charm: ReconcilingCharm,
+        host: HandlerHost,
         endpoint: str,
         *,
         port: int,
+        tls: Callable[[], bool] = lambda: False,
         strip_prefix: bool = True,
-        tls_endpoint: str = "certificates",
     ) -> None:
-        super().__init__(charm, endpoint)
+        super().__init__(host, endpoint)
         self.port = port
+        self.tls = tls
         self.strip_prefix = strip_prefix
-        self.tls_endpoint = tls_endpoint
-
-    @property
-    def scheme(self) -> str:
-        """``https`` once the service itself serves TLS, so the backend hop is encrypted too."""
-        for handler in self.charm.handlers:
-            if handler.endpoint == self.tls_endpoint and handler.ready:
-                return "https"
-        return "http"
 
     def app_request(self) -> dict[str, str | None]:
         """Return the application databag this side publishes."""
-        charm = self.charm
+        host = self.host
         return {
-            "model": json.dumps(charm.model.name),
-            "name": json.dumps(charm.app.name),
+            "model": json.dumps(host.model.name),
+            "name": json.dumps(host.app.name),
             "port": json.dumps(self.port),
             "strip-prefix": json.dumps(self.strip_prefix),
             "redirect-https": json.dumps(False),
-            "scheme": json.dumps(self.scheme),
+            "scheme": json.dumps("https" if self.tls() else "http"),
         }
 
     def unit_request(self) -> dict[str, str | None]:
         """Return the unit databag every unit publishes."""
-        charm = self.charm
-        return {"host": json.dumps(unit_host(charm.unit.name, charm.app.name, charm.model.name))}
+        host = self.host
+        return {"host": json.dumps(unit_host(host.unit.name, host.app.name, host.model.name))}
 
     def publish(self) -> None:
         """Every unit writes its host; the leader also writes the application request."""
@@ -99,25 +115,20 @@ class IngressRequirer(RelationHandler[IngressContext]):
         if not relations:
             return
         unit_request = self.unit_request()
-        app_request = self.app_request() if self.charm.is_leader else None
+        app_request = self.app_request() if self.host.is_leader else None
         for relation in relations:
-            update_databag(relation.data[self.charm.unit], unit_request)
+            update_databag(relation.data[self.host.unit], unit_request)
             if app_request is not None:
-                update_databag(relation.data[self.charm.app], app_request)
+                update_databag(relation.data[self.host.app], app_request)
 
-    def get_context(self) -> IngressContext | None:
-        """Return the routed URL, or ``None`` until the provider has published a valid one."""
+    def get_context(self) -> IngressContext:
+        """Return the routed URL, or raise until the provider has published a valid one."""
         relation = self.relation
         if relation is None or relation.app is None:
-            return None
+            raise Incomplete("the provider application")
         ingress = load_json(relation.data[relation.app], "ingress")
         if ingress is None:
-            self.waiting_for = "ingress"
-            return None
-        url = ingress["url"]
-        if not isinstance(url, str):
-            raise TypeError("ingress url is not a string")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"ingress url {url!r} is not an http(s) URL")
-        return IngressContext(url=url.rstrip("/"))
+            raise Incomplete("ingress")
+        if not isinstance(ingress, dict):
+            raise RelationDataError("ingress is not a JSON object")
+        return IngressContext(url=parse_url(ingress.get("url")))

@@ -42,13 +42,12 @@ import contextlib
 import dataclasses
 import datetime
 import logging
-import os
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
 
 import ops
 
-from .base import RelationHandler, load_json
+from .base import Incomplete, RelationHandler, load_json
 
 if TYPE_CHECKING:
     from charmlibs.interfaces.certificate_transfer import CertificateTransferRequires
@@ -58,11 +57,9 @@ if TYPE_CHECKING:
         TLSCertificatesRequiresV4,
     )
 
-    from ..charm import ReconcilingCharm
+    from .base import HandlerHost
 
 logger = logging.getLogger(__name__)
-
-INGRESS_ENDPOINTS = ("ingress-internal", "ingress-public")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +98,8 @@ def _pem_blocks(text: str) -> list[str]:
     return [part.strip() + "\n" + end for part in text.split(end) if part.strip()]
 
 
-def _hook_is_for(*endpoints: str) -> bool:
-    """Whether the running hook is a relation hook of one of ``endpoints``."""
-    hook = os.environ.get("JUJU_HOOK_NAME", "")
+def _hook_is_for(hook: str, endpoints: Sequence[str]) -> bool:
+    """Whether ``hook`` is a relation hook of one of ``endpoints``."""
     return any(hook.startswith(f"{endpoint}-relation-") for endpoint in endpoints)
 
 
@@ -115,68 +111,37 @@ LIBRARY_HOOKS = SYNC_HOOKS | {"secret-remove", "secret-changed"}
 CACHE_LABEL = "tls-certificate"
 
 
-def _library_hook(endpoint: str) -> bool:
-    """Whether the running hook may need the TLS library (else the cached certificate is enough)."""
-    hook = os.environ.get("JUJU_HOOK_NAME", "")
-    return hook in LIBRARY_HOOKS or _hook_is_for(endpoint, *INGRESS_ENDPOINTS)
-
-
-def _service_name(charm: ReconcilingCharm) -> str:
-    return getattr(charm, "service_name", None) or charm.app.name
-
-
-def certificate_names(charm: ReconcilingCharm) -> tuple[str, list[str]]:
-    """Return the common name and DNS names a unit's certificate is requested for.
-
-    The Kubernetes service name (what other pods and the catalog use), its
-    fully qualified form, the pod's own name (what traefik connects to) and the
-    host names of ready ingress URLs.
-    """
-    app, model = charm.app.name, charm.model.name
-    common_name = f"{app}.{model}.svc"
-    names = [
-        common_name,
-        f"{common_name}.cluster.local",
-        f"{charm.unit.name.replace('/', '-')}.{app}-endpoints.{model}.svc.cluster.local",
-    ]
-    for handler in charm.handlers:
-        if handler.endpoint in INGRESS_ENDPOINTS and handler.ready:
-            host = urlsplit(getattr(handler.context, "url", "")).hostname
-            if host and not _is_ip(host) and host not in names:
-                names.append(host)
-    return common_name, names
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 class CertificatesRequirer(RelationHandler[TLSContext]):
     """Requests a certificate for each unit (its own key, never shared) and serves it when issued."""
 
-    def __init__(self, charm: ReconcilingCharm, endpoint: str = "certificates") -> None:
-        super().__init__(charm, endpoint)
-        service = _service_name(charm)
-        self.certificate_path = f"/etc/{service}/tls/cert.pem"
-        self.private_key_path = f"/etc/{service}/tls/key.pem"
-        self.ca_path = f"/etc/{service}/tls/ca.pem"
+    def __init__(
+        self,
+        host: HandlerHost,
+        endpoint: str,
+        *,
+        directory: str,
+        names: Callable[[], tuple[str, list[str]]],
+        names_from: Sequence[str] = (),
+    ) -> None:
+        """``names``: the common name and DNS names to request; ``names_from``: the endpoints they come from."""
+        super().__init__(host, endpoint)
+        self.certificate_path = f"{directory}/cert.pem"
+        self.private_key_path = f"{directory}/key.pem"
+        self.ca_path = f"{directory}/ca.pem"
+        self.names = names
+        self._request_hooks = (endpoint, *names_from)
         self._synced = False
         self.library: TLSCertificatesRequiresV4 | None = None
-        own_hook = _hook_is_for(endpoint)
-        if own_hook or (self.related and _library_hook(endpoint)):
+        hook = host.hook
+        own_hook = _hook_is_for(hook, (endpoint,))
+        if own_hook or (self.related and (hook in LIBRARY_HOOKS or _hook_is_for(hook, self._request_hooks))):
             self.library = self._build_library()
 
     def _build_library(self) -> TLSCertificatesRequiresV4:
         from charmlibs.interfaces import tls_certificates as tls
 
         return tls.TLSCertificatesRequiresV4(
-            self.charm,
+            cast("ops.CharmBase", self.host),  # the library takes the charm, which the host is
             self.endpoint,
             certificate_requests=self._requests,
             mode=tls.Mode.UNIT,
@@ -185,7 +150,7 @@ class CertificatesRequirer(RelationHandler[TLSContext]):
     def _requests(self, _capabilities: ProviderCapabilities | None) -> list[CertificateRequestAttributes]:
         from charmlibs.interfaces.tls_certificates import CertificateRequestAttributes
 
-        common_name, names = certificate_names(self.charm)
+        common_name, names = self.names()
         return [CertificateRequestAttributes(common_name=common_name, sans_dns=names)]
 
     def _sync(self) -> None:
@@ -195,19 +160,18 @@ class CertificatesRequirer(RelationHandler[TLSContext]):
         # Other hooks (config-changed, update-status, pebble-ready, other
         # relations) cannot change the request or the answer; skipping them
         # saves the library's half a dozen secret reads there.
-        if os.environ.get("JUJU_HOOK_NAME", "") in SYNC_HOOKS or _hook_is_for(
-            self.endpoint, *INGRESS_ENDPOINTS
-        ):
+        hook = self.host.hook
+        if hook in SYNC_HOOKS or _hook_is_for(hook, self._request_hooks):
             self.library.sync()
 
     def publish(self) -> None:
         """Send (or renew) this unit's certificate request; idempotent."""
         self._sync()
-        if not self.related and _hook_is_for(self.endpoint):
+        if not self.related and _hook_is_for(self.host.hook, (self.endpoint,)):
             self._forget()
 
-    def get_context(self) -> TLSContext | None:
-        """Return the certificate this unit serves, or ``None`` naming what is missing."""
+    def get_context(self) -> TLSContext:
+        """Return the certificate this unit serves, or raise naming what is missing."""
         if self.library is None:
             cached = self._cached()
             if cached is not None:
@@ -215,8 +179,7 @@ class CertificatesRequirer(RelationHandler[TLSContext]):
             # nothing cached yet (first hook after an upgrade): ask the library
             self.library = self._build_library()
         context = self._from_library()
-        if context is not None:
-            self._remember(context)
+        self._remember(context)
         return context
 
     def _paths(self) -> dict[str, str]:
@@ -228,7 +191,7 @@ class CertificatesRequirer(RelationHandler[TLSContext]):
 
     def _cached(self) -> TLSContext | None:
         try:
-            content = self.charm.model.get_secret(label=CACHE_LABEL).get_content()
+            content = self.host.model.get_secret(label=CACHE_LABEL).get_content()
             return TLSContext(
                 certificate=content["certificate"],
                 private_key=content["private-key"],
@@ -247,26 +210,31 @@ class CertificatesRequirer(RelationHandler[TLSContext]):
             "chain": context.chain,
         }
         try:
-            secret = self.charm.model.get_secret(label=CACHE_LABEL)
+            secret = self.host.model.get_secret(label=CACHE_LABEL)
         except ops.SecretNotFoundError:
-            self.charm.unit.add_secret(content, label=CACHE_LABEL, description="the TLS certificate served")
+            self.host.unit.add_secret(content, label=CACHE_LABEL, description="the TLS certificate served")
             return
         if secret.get_content() != content:
             secret.set_content(content)
 
     def _forget(self) -> None:
         with contextlib.suppress(ops.SecretNotFoundError):
-            self.charm.model.get_secret(label=CACHE_LABEL).remove_all_revisions()
+            self.host.model.get_secret(label=CACHE_LABEL).remove_all_revisions()
 
-    def _from_library(self) -> TLSContext | None:
+    def _from_library(self) -> TLSContext:
         self._sync()
         library = self.library
         if library is None:
-            return None
-        private_key = library.private_key
+            raise Incomplete("a certificate (the TLS library is not loaded in this hook)")
+        try:
+            private_key = library.private_key
+        except (ops.SecretNotFoundError, ops.ModelError, KeyError, ValueError) as e:
+            # the library keeps this unit's key in a unit-owned secret: nothing the provider sent
+            raise Incomplete(
+                f"this unit's private key (its secret is unusable: {type(e).__name__})"
+            ) from None
         if private_key is None:
-            self.waiting_for = "this unit's private key (not generated yet)"
-            return None
+            raise Incomplete("this unit's private key (not generated yet)")
         now = datetime.datetime.now(datetime.UTC)
         # Matching on the key rather than on the exact request keeps the
         # current certificate in service while a re-request (new names) is
@@ -285,10 +253,8 @@ class CertificatesRequirer(RelationHandler[TLSContext]):
                 if e.certificate_signing_request.matches_private_key(private_key)
             ]
             if errors:
-                self.waiting_for = f"a certificate (request denied: {errors[0].error.message})"
-            else:
-                self.waiting_for = f"a certificate for {self.charm.unit.name}"
-            return None
+                raise Incomplete(f"a certificate (request denied: {errors[0].error.message})")
+            raise Incomplete(f"a certificate for {self.host.unit.name}")
         issued = max(candidates, key=lambda c: c.certificate.expiry_time)
         chain = [str(c).strip() for c in issued.chain] or [str(issued.certificate).strip()]
         return TLSContext(
@@ -310,23 +276,22 @@ class CATransferRequirer(RelationHandler[CAContext]):
     library's reader does, without its import cost in every other hook.
     """
 
-    def __init__(self, charm: ReconcilingCharm, endpoint: str = "receive-ca-cert") -> None:
-        super().__init__(charm, endpoint)
-        self.path = f"/etc/{_service_name(charm)}/ca-bundle.pem"
+    def __init__(self, host: HandlerHost, endpoint: str, *, path: str) -> None:
+        super().__init__(host, endpoint)
+        self.path = path
         self.library: CertificateTransferRequires | None = None
-        if _hook_is_for(endpoint):
+        if _hook_is_for(host.hook, (endpoint,)):
             from charmlibs.interfaces.certificate_transfer import CertificateTransferRequires
 
-            self.library = CertificateTransferRequires(charm, endpoint)
+            self.library = CertificateTransferRequires(cast("ops.CharmBase", host), endpoint)
 
-    def get_context(self) -> CAContext | None:
-        """Return every CA of every relation, sorted so the bundle is stable; ``None`` while there is none."""
+    def get_context(self) -> CAContext:
+        """Every CA of every relation, sorted so the bundle is stable; Incomplete while there is none."""
         blocks = sorted(
             {block for r in self.relations for cert in _transferred(r) for block in _pem_blocks(cert)}
         )
         if not blocks:
-            self.waiting_for = "certificates"
-            return None
+            raise Incomplete("certificates")
         return CAContext(bundle="\n".join(blocks) + "\n", path=self.path)
 
 

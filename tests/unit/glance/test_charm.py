@@ -42,6 +42,7 @@ CONF = "/etc/glance/glance-api.conf"
 UWSGI = "/etc/glance/glance-api-uwsgi.ini"
 IMAGES = "/var/lib/glance/images"
 DB_SYNC = ["glance-manage", "db_sync"]
+LOAD_METADEFS = ["glance-manage", "db_load_metadefs", "/etc/glance/metadefs"]
 INTERNAL_URL = "http://10.20.0.5/openstack-glance"
 
 
@@ -67,7 +68,7 @@ def glance_container(root: pathlib.Path, *, persistent: bool = True, **kwargs: A
     """
     images = root / "glance" / IMAGES.lstrip("/")
     images.mkdir(parents=True, exist_ok=True)
-    execs = kwargs.pop("execs", {testing.Exec(DB_SYNC)})
+    execs = kwargs.pop("execs", {testing.Exec(DB_SYNC), testing.Exec(LOAD_METADEFS)})
     if persistent:
         return container("glance", root, execs=execs, **kwargs)
     volume = {"local-repository": testing.Mount(location=IMAGES, source=images)}
@@ -151,7 +152,8 @@ def test_glance_api_conf(ctx: testing.Context[Any], tmp_path: pathlib.Path) -> N
     assert conf["paste_deploy"]["config_file"] == "/etc/glance/glance-api-paste.ini"
     default = conf["DEFAULT"]
     assert default["enabled_backends"] == "filestore:file"
-    assert default["enabled_import_methods"] == "[glance-direct,web-download,copy-image]"
+    # copy-image is offered only with a second store (a copy to the only store never finishes)
+    assert default["enabled_import_methods"] == "[glance-direct,web-download]"
     assert (
         default["worker_self_reference_url"]
         == "http://glance-k8s-0.glance-k8s-endpoints.openstack.svc.cluster.local:9292"
@@ -179,13 +181,21 @@ def test_upload_limits_and_formats_follow_config(ctx: testing.Context[Any], tmp_
     config = {
         "image-size-cap": "5G",
         "disk-formats": "qcow2, raw",
-        "import-methods": "glance-direct,copy-image",
+        "import-methods": "glance-direct",
     }
     out = ctx.run(ctx.on.config_changed(), complete(tmp_path, config=config))
     conf = conf_of(ctx, out)
     assert conf["DEFAULT"]["image_size_cap"] == str(5 * 1024**3)
     assert conf["image_format"]["disk_formats"] == "qcow2,raw"
-    assert conf["DEFAULT"]["enabled_import_methods"] == "[glance-direct,copy-image]"
+    assert conf["DEFAULT"]["enabled_import_methods"] == "[glance-direct]"
+
+
+def test_copy_image_needs_a_second_store(ctx: testing.Context[Any], tmp_path: pathlib.Path) -> None:
+    config = {"import-methods": "glance-direct,copy-image"}
+    out = ctx.run(ctx.on.config_changed(), complete(tmp_path, config=config))
+    assert out.unit_status == testing.BlockedStatus(
+        "config option 'import-methods' has copy-image, which needs a second store; this charm has one"
+    )
 
 
 @pytest.mark.parametrize(("value", "size"), [("1024", 1024), ("500M", 500 * 1024**2), ("2TiB", 2 * 1024**4)])
@@ -258,7 +268,8 @@ def test_the_file_store_is_a_directory_on_the_volume(
     store = tmp_path / "glance" / IMAGES.lstrip("/") / "store"
     assert store.is_dir()
     assert store.stat().st_mode & 0o777 == 0o750
-    assert [e.command for e in ctx.exec_history["glance"]] == [DB_SYNC], "nothing runs as root"
+    assert [e.command for e in ctx.exec_history["glance"]] == [DB_SYNC, LOAD_METADEFS], "nothing runs as root"
+    assert {e.user for e in ctx.exec_history["glance"]} == {"glance"}
 
 
 def test_waiting_while_the_image_volume_is_not_mounted(

@@ -1,25 +1,25 @@
-"""Pebble workloads declared as data and applied with as few Pebble calls as possible.
+"""The Pebble applier: a container's declared :class:`~.plan.Workload`, with as few Pebble calls as possible.
 
-A container's desired state is a :class:`Workload`: services, checks and files.
-:meth:`Workload.apply` compares it with a small manifest the charm keeps inside
-the container (file digests, layer digest, whether services were started), so
-that in the steady state a reconcile costs one Pebble call. The manifest lives
-on the container's own filesystem: when the container is recreated the manifest
-goes with the files, and everything is pushed and started again.
+:class:`PebbleApplier` compares the workload with a small manifest the charm
+keeps inside the container (file and directory digests, layer digest, whether
+services were started), so that in the steady state a reconcile costs one
+Pebble call. The manifest lives on the container's own filesystem: when the
+container is recreated the manifest goes with the files, and everything is
+pushed and started again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import ops
 from ops import pebble
 
+from .plan import Check, Command, Directory, Service, Workload
 from .status import Waiting
 
 logger = logging.getLogger(__name__)
@@ -27,122 +27,49 @@ logger = logging.getLogger(__name__)
 MANIFEST = "/run/openstack-charm/manifest.json"
 
 
-@dataclasses.dataclass(frozen=True)
-class File:
-    """A file the charm owns inside a container."""
-
-    path: str
-    content: str
-    user: str = "root"
-    group: str = "root"
-    permissions: int = 0o640
-    restarts: tuple[str, ...] | None = None
-    """Services restarted when this file changes; ``None`` means every service of the container."""
-
-    def digest(self) -> str:
-        """What identifies this file's desired state."""
-        key = f"{self.user}:{self.group}:{self.permissions:o}\n{self.content}"
-        return hashlib.sha256(key.encode()).hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class Directory:
-    """A directory the workload needs with a given owner and mode (key repositories, data dirs).
-
-    Made before any file is pushed, so a file's parents get this mode rather
-    than the 0755 Pebble gives the parents it makes for a push; made again only
-    when its declaration changes or the container is new.
-    """
-
-    path: str
-    user: str = "root"
-    group: str = "root"
-    permissions: int = 0o750
-
-    def digest(self) -> str:
-        """What identifies this directory's desired state."""
-        return hashlib.sha256(f"{self.user}:{self.group}:{self.permissions:o}".encode()).hexdigest()
+def service_entry(service: Service) -> dict[str, object]:
+    """A service as a Pebble layer entry."""
+    entry: dict[str, object] = {
+        "override": "replace",
+        "summary": service.summary or service.name,
+        "command": service.command,
+        "startup": "enabled",
+    }
+    if service.user:
+        entry["user"] = service.user
+    if service.group:
+        entry["group"] = service.group
+    if service.environment:
+        entry["environment"] = dict(service.environment)
+    return entry
 
 
-@dataclasses.dataclass(frozen=True)
-class Service:
-    """A long-running process of the workload."""
-
-    name: str
-    command: str
-    user: str | None = None
-    group: str | None = None
-    environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    summary: str = ""
-
-    def layer_entry(self) -> dict[str, object]:
-        """This service as a Pebble layer entry."""
-        entry: dict[str, object] = {
-            "override": "replace",
-            "summary": self.summary or self.name,
-            "command": self.command,
-            "startup": "enabled",
-        }
-        if self.user:
-            entry["user"] = self.user
-        if self.group:
-            entry["group"] = self.group
-        if self.environment:
-            entry["environment"] = dict(self.environment)
-        return entry
+def check_entry(check: Check) -> dict[str, object]:
+    """A check as a Pebble layer entry."""
+    entry: dict[str, object] = {
+        "override": "replace",
+        "level": check.level,
+        "period": check.period,
+        "threshold": check.threshold,
+    }
+    if check.kind == "http":
+        entry["http"] = {"url": check.url}
+    elif check.kind == "tcp":
+        entry["tcp"] = {"port": check.port, **({"host": check.host} if check.host else {})}
+    else:
+        entry["exec"] = {"command": check.command, **({"user": check.user} if check.user else {})}
+    return entry
 
 
-@dataclasses.dataclass(frozen=True)
-class HTTPCheck:
-    """A Pebble health check on an HTTP URL served by the workload."""
-
-    name: str
-    url: str
-    level: str = "ready"
-    period: str = "10s"
-    threshold: int = 3
-
-    def layer_entry(self) -> dict[str, object]:
-        """This check as a Pebble layer entry."""
-        return {
-            "override": "replace",
-            "level": self.level,
-            "period": self.period,
-            "threshold": self.threshold,
-            "http": {"url": self.url},
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class Command:
-    """A one-shot command run in a container (db sync, bootstrap)."""
-
-    argv: tuple[str, ...]
-    user: str | None = None
-    group: str | None = None
-    timeout: float = 600.0
-    environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class Workload:
-    """Everything a container should run and hold."""
-
-    container: str
-    services: Sequence[Service] = ()
-    checks: Sequence[HTTPCheck] = ()
-    files: Sequence[File] = ()
-    directories: Sequence[Directory] = ()
-
-    def layer(self) -> dict[str, object]:
-        """The Pebble layer of this workload."""
-        layer: dict[str, object] = {
-            "summary": f"{self.container} managed by its charm",
-            "services": {s.name: s.layer_entry() for s in self.services},
-        }
-        if self.checks:
-            layer["checks"] = {c.name: c.layer_entry() for c in self.checks}
-        return layer
+def layer(workload: Workload) -> dict[str, object]:
+    """The Pebble layer of a container's workload."""
+    result: dict[str, object] = {
+        "summary": f"{workload.target} managed by its charm",
+        "services": {s.name: service_entry(s) for s in workload.services},
+    }
+    if workload.checks:
+        result["checks"] = {c.name: check_entry(c) for c in workload.checks}
+    return result
 
 
 def _layer_digest(layer: Mapping[str, object]) -> str:
@@ -152,9 +79,13 @@ def _layer_digest(layer: Mapping[str, object]) -> str:
 class PebbleApplier:
     """Applies a :class:`Workload` to an ``ops.Container``."""
 
-    def __init__(self, container: ops.Container, workload: Workload) -> None:
+    def __init__(
+        self, container: ops.Container, workload: Workload, storages: Mapping[str, str] | None = None
+    ) -> None:
+        """``storages`` maps the container's storage mount locations to their storage names."""
         self.container = container
         self.workload = workload
+        self.storages = dict(storages or {})
         self._known: dict[str, object] | None = None
         self._pushed: dict[str, object] | None = None
         #: services whose files changed in an apply without start, restarted by the next start
@@ -223,7 +154,7 @@ class PebbleApplier:
                 f.path,
                 f.content,
                 user=f.user,
-                group=f.group,
+                group=f.owner_group,
                 permissions=f.permissions,
                 make_dirs=True,
             )
@@ -231,10 +162,10 @@ class PebbleApplier:
         for stale in set(old_files) - set(new_files):
             with contextlib.suppress(pebble.PathError):
                 self.container.remove_path(stale)
-        layer = self.workload.layer()
-        layer_digest = _layer_digest(layer)
+        desired = layer(self.workload)
+        layer_digest = _layer_digest(desired)
         if manifest.get("layer") != layer_digest:
-            self.container.add_layer("charm", pebble.Layer(layer), combine=True)  # type: ignore[arg-type]
+            self.container.add_layer("charm", pebble.Layer(desired), combine=True)  # type: ignore[arg-type]
         previously = manifest.get("started", [])
         started = set(previously) if isinstance(previously, list) else set()
         acted: set[str] = set()
@@ -260,15 +191,23 @@ class PebbleApplier:
         return acted
 
     def _make_dir(self, directory: Directory) -> None:
-        # missing parents get the same owner and mode (declare a parent first to choose
-        # otherwise); a directory the image already has is left as it is
-        self.container.make_dir(
-            directory.path,
-            make_parents=True,
-            permissions=directory.permissions,
-            user=directory.user,
-            group=directory.group,
-        )
+        # with make_parents, missing parents get the same owner and mode (declare a parent
+        # first to choose otherwise); a directory the image already has is left as it is
+        try:
+            self.container.make_dir(
+                directory.path,
+                make_parents=directory.make_parents,
+                permissions=directory.permissions,
+                user=directory.user,
+                group=directory.owner_group,
+            )
+        except pebble.PathError as e:
+            if e.kind == "not-found":
+                parent = directory.path.rsplit("/", 1)[0] or "/"
+                if parent in self.storages:
+                    raise Waiting(f"waiting for storage {self.storages[parent]} at {parent}") from e
+                raise Waiting(f"waiting for {parent} in container {self.container.name}") from e
+            # without make_parents Pebble refuses a directory that exists: the steady state
 
     def run(self, command: Command) -> str:
         """Run a one-shot command to completion.
@@ -276,7 +215,7 @@ class PebbleApplier:
         A failure becomes :class:`Waiting` (the next hook retries it), with the
         command's last line of error output in the log, never its arguments.
         """
-        name = " ".join(command.argv[:2])
+        name = command.title
         try:
             proc = self.container.exec(
                 list(command.argv),

@@ -1,4 +1,8 @@
-"""The peer relation: application-wide facts the leader decides and every unit reads."""
+"""Application state: facts the leader decides and every unit reads, and app-owned secrets.
+
+Kept in the peer relation's application databag, not in a unit's local state,
+so that a new leader finds what the previous one did and re-does nothing.
+"""
 
 from __future__ import annotations
 
@@ -9,31 +13,35 @@ from typing import TYPE_CHECKING
 
 import ops
 
-from ..status import Waiting
-from .base import RelationHandler, update_databag
+from .relations.base import update_databag
+from .status import Waiting
 
 if TYPE_CHECKING:
-    from ..charm import ReconcilingCharm
+    from .relations.base import HandlerHost
 
 
-class PeerHandler(RelationHandler[ops.RelationDataContent]):
-    """Leader-written app data and app-owned secrets, shared with every unit.
+class Peers:
+    """Leader-written app data and app-owned secrets over the peer relation ``endpoint``."""
 
-    Facts live in the peer application databag, not in a unit's local state, so
-    that a new leader finds what the previous one did and re-does nothing.
-    """
-
-    holds_back_when_incomplete = False
-
-    def __init__(self, charm: ReconcilingCharm, endpoint: str = "peers") -> None:
-        super().__init__(charm, endpoint)
+    def __init__(self, host: HandlerHost, endpoint: str) -> None:
+        self.host = host
+        self.endpoint = endpoint
         self._pending: dict[str, str | None] = {}
+        self._data: ops.RelationDataContent | None = None
+        self._read = False
+        #: secret contents read in this hook, by label
+        self._secrets: dict[str, dict[str, str]] = {}
 
-    def get_context(self) -> ops.RelationDataContent | None:
-        relation = self.relation
-        return relation.data[self.charm.app] if relation else None
+    @property
+    def context(self) -> ops.RelationDataContent | None:
+        """The peer application databag, or ``None`` before the peer relation exists."""
+        if not self._read:
+            self._read = True
+            relation = self.host.model.get_relation(self.endpoint)
+            self._data = relation.data[self.host.app] if relation else None
+        return self._data
 
-    def _data(self) -> ops.RelationDataContent:
+    def _require(self) -> ops.RelationDataContent:
         data = self.context
         if data is None:
             raise Waiting(f"waiting for the peer relation '{self.endpoint}'")
@@ -48,7 +56,7 @@ class PeerHandler(RelationHandler[ops.RelationDataContent]):
 
     def set(self, key: str, value: str | None) -> None:
         """Set (or with ``None`` remove) a value; leader only, written once at the end of the hook."""
-        self._data()
+        self._require()
         self._pending[key] = value
 
     def flush(self) -> None:
@@ -74,23 +82,27 @@ class PeerHandler(RelationHandler[ops.RelationDataContent]):
         newest revision (a second ``secret-get``) only when the leader changed it:
         units of the owning application get no secret-changed event for that.
         """
+        if label in self._secrets:
+            return self._secrets[label]
         key = f"{label}-secret-id"
         secret_id = self.get(key)
         if secret_id is None:
-            if not self.charm.is_leader:
+            if not self.host.is_leader:
                 raise Waiting(f"waiting for the leader to create {what or label}")
             content = generate()
-            secret = self.charm.app.add_secret(content, label=label, rotate=rotate)
+            secret = self.host.app.add_secret(content, label=label, rotate=rotate)
             self.set(key, secret.id)
             self.set(f"{label}-digest", _digest(content))
+            self._secrets[label] = content
             return content
-        secret = self.charm.model.get_secret(id=secret_id, label=label)
+        secret = self.host.model.get_secret(id=secret_id, label=label)
         content = secret.get_content()
         expected = self.get(f"{label}-digest")
         if expected is None or _digest(content) != expected:
             content = secret.get_content(refresh=True)
-            if self.charm.is_leader:
+            if self.host.is_leader:
                 self.set(f"{label}-digest", _digest(content))
+        self._secrets[label] = content
         return content
 
     def update_secret(self, label: str, content: dict[str, str]) -> None:
@@ -98,10 +110,11 @@ class PeerHandler(RelationHandler[ops.RelationDataContent]):
         secret_id = self.get(f"{label}-secret-id")
         if secret_id is None:
             raise Waiting(f"secret {label} does not exist yet")
-        secret = self.charm.model.get_secret(id=secret_id, label=label)
+        secret = self.host.model.get_secret(id=secret_id, label=label)
         if secret.get_content(refresh=True) != content:
             secret.set_content(content)
         self.set(f"{label}-digest", _digest(content))
+        self._secrets[label] = dict(content)
 
 
 def _digest(content: dict[str, str]) -> str:
