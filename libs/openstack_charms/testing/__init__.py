@@ -26,6 +26,24 @@ from ops import testing
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 CHARMS = REPO / "charms"
+#: charms that live in the tests only (not shipped): they prove the library's shape
+TEST_CHARMS = REPO / "tests" / "charms"
+
+
+def charm_dir(charm: str) -> pathlib.Path:
+    """Where charm ``charm`` lives: ``charms/``, else ``tests/charms/``."""
+    for root in (CHARMS, TEST_CHARMS):
+        if (root / charm / "charmcraft.yaml").exists():
+            return root / charm
+    raise LookupError(f"no charm {charm} in charms/ or tests/charms/")
+
+
+def all_charms() -> list[str]:
+    """Every charm of the collection and of the tests, by name."""
+    return sorted(
+        p.name for root in (CHARMS, TEST_CHARMS) if root.is_dir() for p in root.iterdir()
+        if (p / "charmcraft.yaml").exists()
+    )
 #: the model the factories put charms in (the bundle's)
 MODEL_NAME = "openstack"
 
@@ -49,16 +67,16 @@ def _merge(base: Any, own: Any) -> Any:
 
 def merged_charmcraft(charm: str | pathlib.Path) -> dict[str, Any]:
     """The top-level charmcraft.yaml merged with the charm's own (the charm's wins)."""
-    charm_dir = charm if isinstance(charm, pathlib.Path) else CHARMS / charm
+    directory = charm if isinstance(charm, pathlib.Path) else charm_dir(charm)
     shared = yaml.safe_load((REPO / "charmcraft.yaml").read_text()) or {}
-    own = yaml.safe_load((charm_dir / "charmcraft.yaml").read_text()) or {}
+    own = yaml.safe_load((directory / "charmcraft.yaml").read_text()) or {}
     return _merge(shared, own)
 
 
 def load_charm_class(charm: str) -> type[ops.CharmBase]:
     """Import ``charms/<charm>/src/charm.py`` under a unique module name."""
     module_name = f"{charm.replace('-', '_')}_charm"
-    path = CHARMS / charm / "src" / "charm.py"
+    path = charm_dir(charm) / "src" / "charm.py"
     # as when Juju runs src/charm.py: the charm's own modules sit beside it (checked on
     # every call: a test that restores sys.path may have taken it away since the import)
     if str(path.parent) not in sys.path:
@@ -80,19 +98,49 @@ def load_charm_class(charm: str) -> type[ops.CharmBase]:
     return classes[0]
 
 
-def charm_context(charm: str, **kwargs: Any) -> testing.Context[Any]:
-    """An ops.testing Context for ``charms/<charm>`` with its merged metadata."""
+def charm_context(
+    charm: str, *, root: pathlib.Path | Callable[[], pathlib.Path] | None = None, **kwargs: Any
+) -> testing.Context[Any]:
+    """An ops.testing Context for ``charm`` with its merged metadata.
+
+    A machine charm runs on a fake host (``ctx.host``, see :mod:`.host`) whose
+    files live under ``root`` (or the directory ``root()`` gives at each run),
+    so nothing on the test machine is touched.
+    """
     meta = merged_charmcraft(charm)
     # ops.testing refuses config and actions both inside meta and beside it
     config, actions = meta.pop("config", None), meta.pop("actions", None)
-    return testing.Context(
-        load_charm_class(charm),
+    charm_class = load_charm_class(charm)
+    host = None
+    from ..machine import MachineCharm
+
+    if issubclass(charm_class, MachineCharm):
+        from .host import on_fake_host
+
+        charm_class, host = on_fake_host(charm_class, root or pathlib.Path(tempfile.mkdtemp(prefix=f"{charm}-host-")))
+    ctx = testing.Context(
+        charm_class,
         meta=meta,
         config=config,
         actions=actions,
         charm_root=_charm_root(charm),
         **kwargs,
     )
+    ctx.host = host  # type: ignore[attr-defined]
+    return ctx
+
+
+def declared_leader_work(ctx: testing.Context[Any], state: testing.State) -> list[Any]:
+    """The leader tasks the charm declares in ``state`` (an update-status run reads them off the charm)."""
+    from ..status import NotReady
+
+    with ctx(ctx.on.update_status(), state) as manager:
+        manager.run()
+        charm = manager.charm
+        try:
+            return list(charm.leader_work(charm.context))
+        except NotReady:
+            return []
 
 
 @functools.cache
@@ -102,7 +150,7 @@ def _charm_root(charm: str) -> pathlib.Path:
     # charm's sources, so the repository stays clean and parallel runs do not race.
     root = pathlib.Path(tempfile.mkdtemp(prefix=f"{charm}-root-"))
     atexit.register(shutil.rmtree, root, True)
-    (root / "src").symlink_to(CHARMS / charm / "src")
+    (root / "src").symlink_to(charm_dir(charm) / "src")
     return root
 
 
@@ -292,41 +340,43 @@ def container(
     return testing.Container(name, can_connect=kwargs.pop("can_connect", True), mounts=mounts, **kwargs)
 
 
+def _fixtures() -> dict[str, Callable[[str, str | None], RelationFixture]]:
+    from .identity import identity_credentials_fixture, identity_service_fixture
+    from .relations import (
+        amqp_fixture,
+        ca_fixture,
+        certificates_fixture,
+        database_fixture,
+        ingress_fixture,
+        readiness_fixture,
+    )
+
+    return {
+        "mysql_client": lambda endpoint, _app: database_fixture(endpoint=endpoint),
+        "rabbitmq": lambda endpoint, _app: amqp_fixture(endpoint=endpoint),
+        "ingress": lambda endpoint, app: (
+            ingress_fixture(endpoint=endpoint, app=app) if app else ingress_fixture(endpoint=endpoint)
+        ),
+        "keystone": lambda endpoint, _app: identity_service_fixture(endpoint=endpoint),
+        "keystone-credentials": lambda endpoint, _app: identity_credentials_fixture(endpoint=endpoint),
+        "tls-certificates": lambda endpoint, _app: certificates_fixture(endpoint=endpoint),
+        "certificate_transfer": lambda endpoint, _app: ca_fixture(endpoint=endpoint),
+        "placement": lambda endpoint, _app: readiness_fixture(endpoint=endpoint),
+    }
+
+
+#: interface -> a complete relation for one of our requirer endpoints, as its provider leaves it
+FIXTURES = _fixtures()
+
+
 def fixture_for(endpoint: str, interface: str, app: str | None = None) -> RelationFixture | None:
-    """A complete relation for one of our requirer endpoints, by its interface.
+    """A complete relation for one of our requirer endpoints, by its interface; ``None`` if unknown.
 
     ``app`` is the requiring application, where the provider's answer names it
     (traefik routes ``/<model>-<app>``).
     """
-    if interface == "mysql_client":
-        from .relations import database_fixture
-
-        return database_fixture(endpoint=endpoint)
-    if interface == "rabbitmq":
-        from .relations import amqp_fixture
-
-        return amqp_fixture(endpoint=endpoint)
-    if interface == "ingress":
-        from .relations import ingress_fixture
-
-        return ingress_fixture(endpoint=endpoint, app=app) if app else ingress_fixture(endpoint=endpoint)
-    if interface == "keystone":
-        from .identity import identity_service_fixture
-
-        return identity_service_fixture(endpoint=endpoint)
-    if interface == "keystone-credentials":
-        from .identity import identity_credentials_fixture
-
-        return identity_credentials_fixture(endpoint=endpoint)
-    if interface == "tls-certificates":
-        from .relations import certificates_fixture
-
-        return certificates_fixture(endpoint=endpoint)
-    if interface == "certificate_transfer":
-        from .relations import ca_fixture
-
-        return ca_fixture(endpoint=endpoint)
-    return None
+    make = FIXTURES.get(interface)
+    return make(endpoint, app) if make is not None else None
 
 
 def complete_relations(charm: str, *, mandatory_only: bool = False) -> list[RelationFixture]:
@@ -336,9 +386,15 @@ def complete_relations(charm: str, *, mandatory_only: bool = False) -> list[Rela
     meta = merged_charmcraft(charm)
     fixtures = []
     for endpoint, spec in (meta.get("requires") or {}).items():
-        if mandatory_only and spec.get("optional", False):
+        optional = spec.get("optional", False)
+        if mandatory_only and optional:
             continue
         fixture = fixture_for(endpoint, spec["interface"], app)
+        if fixture is None and not optional:
+            raise LookupError(
+                f"{charm}: no fixture for the mandatory endpoint {endpoint} (interface {spec['interface']}); "
+                "add one to openstack_charms.testing.FIXTURES"
+            )
         if fixture is not None:
             fixtures.append(fixture)
     return fixtures

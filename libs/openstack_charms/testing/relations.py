@@ -211,3 +211,13 @@ def ca_fixture(
         remote_app_data={"certificates": json.dumps([str(ca)]), "version": "1"},
     )
     return RelationFixture(_with_id(relation, relation_id))
+
+
+def readiness_fixture(
+    endpoint: str = "placement", *, remote_app: str = "placement", ready: bool = True
+) -> RelationFixture:
+    """Return a service-readiness relation (``placement`` and alike) once the provider said it is ready."""
+    relation = testing.Relation(
+        endpoint, interface=endpoint, remote_app_name=remote_app, remote_app_data={"ready": json.dumps(ready)}
+    )
+    return RelationFixture(relation)
