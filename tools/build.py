@@ -7,12 +7,21 @@ For each ``charms/<name>/`` this writes ``build/<name>/``:
 - ``src/``: the charm's code and templates;
 - ``lib/openstack_charms``: the shared library, without its test helpers;
 - ``lib/charms/...``: the interface libraries from ``libs/charms`` that the
-  charm or the shared library import;
-- ``requirements.txt``: the charm's Python dependencies.
+  charm, the shared library or the charm's wired handlers import;
+- ``requirements.txt``: derived, not kept by hand: the runtime
+  (``wiring.RUNTIME``) plus what the handlers of the endpoints the merged
+  charmcraft.yaml declares need (``openstack_charms.relations.wiring``, with
+  the charm class's ``own_wiring``). Every pin must equal the one in
+  requirements-dev.txt, which is what the tests ran with.
 
 The merged charmcraft.yaml is then validated with charmcraft's own models and
 this collection's stricter schema (``tools/charm_schema.py``) and expanded with
-``charmcraft expand-extensions``. Any validation failure exits 1.
+``charmcraft expand-extensions``. The staged charm is then imported in a venv
+holding only its requirements.txt (constrained by requirements.lock; one venv
+per distinct set, kept in ``.tox/charm-envs/<hash>/`` and reused while the set
+and the lock are unchanged), with only the staged ``src/`` and ``lib/`` on the
+path: the ``charm`` module, every other module of ``src/``, and every module
+the charm's wired handlers import lazily. Any of these failures exits 1.
 
 Finally ``charmcraft pack`` runs in ``build/<name>/`` and the packed charm is
 copied to ``build/<name>.charm`` (the path bundles/openstack.yaml deploys).
@@ -27,22 +36,33 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LIBS = REPO / "libs"
 CHARMS = REPO / "charms"
 BUILD = REPO / "build"
+REQUIREMENTS_DEV = REPO / "requirements-dev.txt"
+LOCK = REPO / "requirements.lock"
+# Outside build/, which every build wipes: a venv costs seconds to make, and is
+# reused for as long as its requirements and the lock are unchanged.
+CHARM_ENVS = REPO / ".tox" / "charm-envs"
 sys.path[:0] = [str(LIBS), str(pathlib.Path(__file__).resolve().parent)]
 
 import yaml  # noqa: E402
 from charm_schema import charmcraft_errors, strict_errors  # noqa: E402
-from openstack_charms.testing import merged_charmcraft  # noqa: E402
+from openstack_charms.relations import wiring  # noqa: E402
+from openstack_charms.testing import load_charm_class, merged_charmcraft  # noqa: E402
+from packaging.requirements import InvalidRequirement, Requirement  # noqa: E402
+from packaging.utils import canonicalize_name  # noqa: E402
 
 SHARED = "openstack_charms"
 # Test helpers import ops.testing, which charms do not ship.
@@ -93,10 +113,12 @@ def _lib_file(module: str) -> pathlib.Path | None:
     return candidate if candidate.is_file() else None
 
 
-def stage_charm_libs(sources: Sequence[pathlib.Path], lib_dir: pathlib.Path) -> list[str]:
-    """Copy every libs/charms module imported from ``sources`` (transitively) into ``lib_dir``."""
+def stage_charm_libs(
+    sources: Sequence[pathlib.Path], lib_dir: pathlib.Path, modules: Iterable[str] = ()
+) -> list[str]:
+    """Copy every libs/charms module imported from ``sources`` or named in ``modules`` (transitively)."""
     staged: list[str] = []
-    pending = list(_charm_lib_imports(sources))
+    pending = [*_charm_lib_imports(sources), *(m for m in modules if _is_charm_lib(m))]
     done: set[str] = set()
     while pending:
         module = pending.pop()
@@ -114,10 +136,62 @@ def stage_charm_libs(sources: Sequence[pathlib.Path], lib_dir: pathlib.Path) -> 
     return sorted(staged)
 
 
-def stage(name: str) -> pathlib.Path:
-    """Write ``build/<name>/`` and return it."""
+def charm_wiring(name: str, meta: Mapping[str, Any]) -> dict[str, wiring.Wire]:
+    """Endpoint -> wire of the charm: its declared endpoints, with its class's ``own_wiring``."""
+    try:
+        charm_class = load_charm_class(name)
+    except Exception as e:
+        # The class is needed only for own_wiring, but a charm whose module does not
+        # even import here, where every dependency is installed, cannot be built.
+        raise BuildError(f"{name}: charms/{name}/src/charm.py does not load: {type(e).__name__}: {e}") from e
+    own: Mapping[str, wiring.Wire] = getattr(charm_class, "own_wiring", {})
+    return wiring.wires(wiring.declared(meta), own)
+
+
+def _pins(lines: Iterable[str], source: str) -> dict[str, Requirement]:
+    pins: dict[str, Requirement] = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement as e:
+            raise BuildError(f"{source}: {line!r} is not a requirement: {e}") from e
+        pins[canonicalize_name(requirement.name)] = requirement
+    return pins
+
+
+def check_pins(requirements: Sequence[str], dev: pathlib.Path = REQUIREMENTS_DEV) -> None:
+    """Raise unless every requirement is pinned exactly as in ``dev`` (what the tests ran with)."""
+    tested = _pins(dev.read_text().splitlines(), dev.name)
+    problems: list[str] = []
+    for name, requirement in _pins(requirements, "the wiring").items():
+        pin = tested.get(name)
+        if pin is None:
+            problems.append(f"{requirement} is not in {dev.name}: the tests did not run with it")
+        elif len(requirement.specifier) != 1 or next(iter(requirement.specifier)).operator != "==":
+            problems.append(f"{requirement} is not pinned with ==; {dev.name} has {pin}")
+        elif (requirement.specifier, requirement.extras, requirement.marker) != (
+            pin.specifier,
+            pin.extras,
+            pin.marker,
+        ):
+            problems.append(f"{requirement} (from the wiring) differs from {pin} in {dev.name}")
+    if problems:
+        raise BuildError("; ".join(problems))
+
+
+REQUIREMENTS_HEADER = (
+    "# Generated by tools/build.py from the endpoints charmcraft.yaml declares\n"
+    "# (openstack_charms.relations.wiring); do not edit.\n"
+)
+
+
+def stage(name: str, root: pathlib.Path = BUILD) -> pathlib.Path:
+    """Write ``<root>/<name>/`` (``build/<name>/`` by default) and return it."""
     charm_dir = CHARMS / name
-    out = BUILD / name
+    out = root / name
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -130,6 +204,7 @@ def stage(name: str) -> pathlib.Path:
     if not (charm_dir / "src" / "charm.py").is_file():
         raise BuildError(f"{name}: charms/{name}/src/charm.py is missing")
     shutil.copytree(charm_dir / "src", out / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    wired = charm_wiring(name, meta)
 
     lib = out / "lib"
     shutil.copytree(
@@ -138,21 +213,21 @@ def stage(name: str) -> pathlib.Path:
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *SHARED_EXCLUDED),
     )
     sources = [*_python_files(out / "src"), *_python_files(lib / SHARED)]
-    libs = stage_charm_libs(sources, lib)
+    libs = stage_charm_libs(sources, lib, (m for w in wired.values() for m in w.modules))
 
-    requirements = charm_dir / "requirements.txt"
-    if not requirements.is_file():
-        raise BuildError(f"{name}: charms/{name}/requirements.txt is missing")
-    shutil.copy2(requirements, out / "requirements.txt")
-    names = {
-        line.split("#")[0].strip().split("=")[0].split("~")[0].split(">")[0].split("<")[0].strip().lower()
-        for line in requirements.read_text().splitlines()
-    }
-    if "ops" not in names:
-        raise BuildError(f"{name}: charms/{name}/requirements.txt does not list ops")
-    what = ", ".join([f"lib/{SHARED}", *libs, "requirements.txt"])
-    print(f"{name}: staged build/{name} (src, {what})")
+    requirements = wiring.requirements(wired)
+    try:
+        check_pins(requirements)
+    except BuildError as e:
+        raise BuildError(f"{name}: requirements.txt: {e}") from e
+    (out / "requirements.txt").write_text(REQUIREMENTS_HEADER + "".join(f"{r}\n" for r in requirements))
+    what = ", ".join([f"lib/{SHARED}", *libs, f"requirements.txt ({' '.join(requirements)})"])
+    print(f"{name}: staged {_shown(out)} (src, {what})")
     return out
+
+
+def _shown(path: pathlib.Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def validate(name: str, out: pathlib.Path) -> None:
@@ -171,11 +246,95 @@ def validate(name: str, out: pathlib.Path) -> None:
     check_imports(name, out)
 
 
-def check_imports(name: str, out: pathlib.Path) -> None:
-    """Import src/charm.py the way the packed charm's dispatch does: only lib/ and src/ added."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(out / "lib"), str(out / "src")])}
+def _requirement_lines(requirements_txt: pathlib.Path) -> list[str]:
+    lines = (line.split("#")[0].strip() for line in requirements_txt.read_text().splitlines())
+    return sorted({line for line in lines if line})
+
+
+def charm_env(requirements_txt: pathlib.Path) -> tuple[pathlib.Path, bool]:
+    """The venv holding only these requirements (made if needed) and whether it was just made."""
+    key = hashlib.sha256()
+    # The interpreter too: a venv links to the Python that made it.
+    for part in ("\n".join(_requirement_lines(requirements_txt)), LOCK.read_text(), sys.version):
+        key.update(part.encode())
+        key.update(b"\0")
+    env = CHARM_ENVS / key.hexdigest()[:16]
+    python = env / "bin" / "python"
+    # Written last: an interrupted install leaves no marker and is redone, not reused.
+    marker = env / "installed-requirements.txt"
+    if marker.is_file() and python.exists():
+        return env, False
+    if env.exists():
+        shutil.rmtree(env)
+    env.parent.mkdir(parents=True, exist_ok=True)
+    steps = [
+        [sys.executable, "-m", "venv", str(env)],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--quiet",
+            "-r",
+            str(requirements_txt),
+            "-c",
+            str(LOCK),
+        ],
+    ]
+    for step in steps:
+        result = subprocess.run(
+            step, env=_clean_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            shutil.rmtree(env, ignore_errors=True)
+            raise BuildError(
+                f"cannot make the venv of {_shown(requirements_txt)} ({' '.join(step[:4])} ...):\n"
+                + _last_lines(result.stderr or result.stdout, 12)
+            )
+    shutil.copy2(requirements_txt, marker)
+    return env, True
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    # The build's own PYTHONPATH / virtualenv must not leak into the charm's interpreter.
+    dropped = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONUSERBASE")
+    return {**{k: v for k, v in os.environ.items() if k not in dropped}, **extra}
+
+
+def src_modules(src: pathlib.Path) -> list[str]:
+    """Dotted names of the modules of a charm's ``src/``: ``charm`` first."""
+    names: set[str] = set()
+    for path in _python_files(src):
+        parts = path.relative_to(src).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts:
+            names.add(".".join(parts))
+    return sorted(names, key=lambda module: (module != "charm", module))
+
+
+# Run by the charm's venv, so it can import nothing of the build's.
+_IMPORT_EACH = """
+import importlib, sys
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except BaseException as e:
+        print(f"{name}: {type(e).__name__}: {e}")
+"""
+
+
+def import_failures(python: pathlib.Path | str, out: pathlib.Path, modules: Sequence[str]) -> list[str]:
+    """``module: error`` for each of ``modules`` that ``python`` cannot import from the staged tree."""
+    # src/ first, as when Juju runs src/charm.py; -P keeps the working directory off
+    # sys.path and -s the user's site-packages; no bytecode is written into what gets packed.
+    out = out.resolve()
+    env = _clean_env(
+        PYTHONPATH=os.pathsep.join([str(out / "src"), str(out / "lib")]), PYTHONDONTWRITEBYTECODE="1"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", "import charm"],
+        [str(python), "-s", "-P", "-c", _IMPORT_EACH, *modules],
         cwd=out,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -183,11 +342,36 @@ def check_imports(name: str, out: pathlib.Path) -> None:
         text=True,
         check=False,
     )
-    if result.returncode != 0:
+    failures = [line for line in result.stdout.splitlines() if line.strip()]
+    if result.returncode != 0 and not failures:
+        failures.append(f"(the interpreter failed):\n{_last_lines(result.stderr)}")
+    return failures
+
+
+def check_imports(name: str, out: pathlib.Path) -> None:
+    """Import the staged charm in a venv holding only its requirements.txt, as a deployed unit would."""
+    started = time.monotonic()
+    meta = yaml.safe_load((out / "charmcraft.yaml").read_text())
+    wired = charm_wiring(name, meta)
+    own = src_modules(out / "src")
+    if "charm" not in own:
+        raise BuildError(f"{name}: {_shown(out)}/src/charm.py is missing")
+    wired_modules = [m for m in dict.fromkeys(m for w in wired.values() for m in w.modules) if m not in own]
+    try:
+        env, made = charm_env(out / "requirements.txt")
+    except BuildError as e:
+        raise BuildError(f"{name}: {e}") from e
+    failures = import_failures(env / "bin" / "python", out, [*own, *wired_modules])
+    if failures:
         raise BuildError(
-            f"{name}: src/charm.py does not import from the staged tree:\n{_last_lines(result.stderr)}"
+            f"{name}: does not import with only its requirements.txt ({_shown(env)}):\n    "
+            + "\n    ".join(failures)
         )
-    print(f"{name}: src/charm.py imports with only the staged lib/ and src/")
+    print(
+        f"{name}: imports with only requirements.txt, src/ and lib/ (venv {_shown(env)}, "
+        f"{'made' if made else 'reused'}): {', '.join(own)}; wired: {', '.join(wired_modules) or 'none'} "
+        f"[{time.monotonic() - started:.1f}s]"
+    )
 
 
 def _charmcraft(args: list[str], cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,10 @@ LEFT_OUT = {
 }
 
 
+#: what the kolla images ship outside their venv that the charms rely on: path in the image -> in the venv
+#: (kolla copies a service's etc/ into /etc/<service>; pip puts it under the venv's etc/)
+IMAGE_FILES = {"/etc/glance/metadefs": "etc/glance/metadefs"}
+
 #: relations beyond the bundle's: an operator's tool asking keystone for an account
 EXTRA = [("keystone:identity-credentials", "operator-tools:identity-credentials")]
 
@@ -59,6 +63,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, venv: pathlib.Path) -> Itera
     apps, relations = bundle_layout()
     logs = tmp_path_factory.mktemp("logs")
     machine = Machine(venv, logs)
+    machine.provide_image_files({path: venv / source for path, source in IMAGE_FILES.items()})
     providers = Providers()
     model = SimulatedModel(apps, relations, providers, tmp_path_factory.mktemp("model"))
     for charm in apps.values():

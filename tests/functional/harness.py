@@ -153,6 +153,13 @@ class Machine:
             directory.mkdir(mode=permissions if permissions is not None else 0o755)
             os.chown(directory, uid, gid)
 
+    def provide_image_files(self, files: Mapping[str, pathlib.Path]) -> None:
+        """Put in place what the workload image ships outside its venv (path in the image -> source)."""
+        for path, source in files.items():
+            target = pathlib.Path(path)
+            self._track(target)
+            shutil.copytree(source, target, dirs_exist_ok=True)
+
     def attach_storage(self, location: str) -> None:
         """Mount a Juju storage volume: a directory owned by root, as a new volume is."""
         self.make_dir(location, make_parents=True, permissions=0o755, user=None, group=None)

@@ -100,7 +100,7 @@ NON_DEFAULT_CONFIG: dict[str, dict[str, str | int | float | bool]] = {
         "debug": True,
         "image-size-cap": "20G",
         "disk-formats": "raw,qcow2",
-        "import-methods": "glance-direct,copy-image",
+        "import-methods": "glance-direct",
         "workers": 4,
     },
     "placement-k8s": {

@@ -36,3 +36,14 @@ def test_image_upload_and_download_return_the_same_bytes(
     image_roundtrip(
         venv, admin["clouds_yaml"], CLOUD, b"x" * 4096, tmp_path, name="deleted-image", delete=True
     )
+
+
+def test_the_metadata_definitions_are_loaded(venv: pathlib.Path, admin: dict[str, Any]) -> None:
+    # the leader's load-metadefs task: what the dashboard's image property editor lists
+    namespaces = openstack_json(venv, admin["clouds_yaml"], CLOUD, "image", "metadef", "namespace", "list")
+    names = {n["namespace"] for n in namespaces}
+    assert "OS::Compute::Hypervisor" in names, sorted(names)[:10]
+    resource_types = openstack_json(
+        venv, admin["clouds_yaml"], CLOUD, "image", "metadef", "resource", "type", "list"
+    )
+    assert "OS::Glance::Image" in {r["Name"] for r in resource_types}

@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import ops
-from openstack_charms.charm import ReconcilingCharm
+from openstack_charms.charm import OpenStackCharm
+from openstack_charms.config import ServiceConfig
+from openstack_charms.context import ServiceContext
+from openstack_charms.plan import Workload
 from openstack_charms.relations.amqp import AMQPRequirer
+from openstack_charms.relations.wiring import Wire
 from openstack_charms.testing.relations import amqp_fixture
 from ops import testing
 
@@ -32,10 +37,26 @@ MODEL = testing.Model(name="openstack")
 LOAD_BALANCER = "10.30.0.5"
 
 
-class RequirerCharm(ReconcilingCharm):
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        self.amqp = AMQPRequirer(self, "amqp", username="glance", vhost="openstack")
+class RequirerCharm(OpenStackCharm[ServiceConfig, ServiceContext[ServiceConfig]]):
+    config_class = ServiceConfig
+    context_class = ServiceContext
+    service_name = "glance"
+
+    def workloads(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[Workload]:
+        return []
+
+
+class ExternalRequirerCharm(RequirerCharm):
+    """Asks for the broker's address outside the cluster."""
+
+    own_wiring: ClassVar[dict[str, Wire]] = {
+        "amqp": Wire(
+            lambda charm, endpoint: AMQPRequirer(
+                charm, endpoint, username="glance", vhost="openstack", external_connectivity=True
+            ),
+            (),
+        )
+    }
 
 
 class RabbitMQProviderCharm(ops.CharmBase):
@@ -63,12 +84,14 @@ class RabbitMQProviderCharm(ops.CharmBase):
         data["hostname"] = LOAD_BALANCER if external else default
 
 
-def requirer_run(relation: testing.Relation, event: str, *, leader: bool = True) -> tuple[testing.State, Any]:
-    context = testing.Context(RequirerCharm, meta=REQUIRER_META, app_name="glance")
+def requirer_run(
+    relation: testing.Relation, event: str, *, leader: bool = True, charm: type[RequirerCharm] = RequirerCharm
+) -> tuple[testing.State, Any]:
+    context = testing.Context(charm, meta=REQUIRER_META, app_name="glance")
     state = testing.State(leader=leader, relations={relation}, model=MODEL)
     with context(getattr(context.on, f"relation_{event}")(relation), state) as manager:
         out = manager.run()
-        return out, manager.charm.amqp.context
+        return out, manager.charm.handlers["amqp"].context
 
 
 def provider_run(request: dict[str, str], relation_id: int) -> dict[str, str]:
@@ -110,7 +133,10 @@ def test_provider_gives_the_in_cluster_name_unless_external_connectivity_is_aske
     request = dict(joined.get_relation(relation.id).local_app_data)
     assert json.loads(request["external_connectivity"]) is False
     assert provider_run(request, relation.id)["hostname"] != LOAD_BALANCER
-    external = provider_run({**request, "external_connectivity": "true"}, relation.id)
+    joined, _ = requirer_run(relation, "joined", charm=ExternalRequirerCharm)
+    external_request = dict(joined.get_relation(relation.id).local_app_data)
+    assert json.loads(external_request["external_connectivity"]) is True
+    external = provider_run(external_request, relation.id)
     assert external["hostname"] == LOAD_BALANCER
 
 

@@ -14,14 +14,17 @@ import dataclasses
 import datetime
 import functools
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import ops
 import pytest
 from charmlibs.interfaces.certificate_transfer import CertificateTransferProvides
 from charmlibs.interfaces.tls_certificates import Certificate, CertificateRequestAttributes, PrivateKey
-from openstack_charms.k8s import ServiceCharm
+from openstack_charms.config import ServiceConfig
+from openstack_charms.context import ServiceContext
+from openstack_charms.k8s import K8sCharm
+from openstack_charms.plan import Workload
 from openstack_charms.relations.tls import CAContext, CATransferRequirer
 from openstack_charms.testing import container, pushed_files
 from openstack_charms.testing.relations import fixture_ca
@@ -52,20 +55,19 @@ def root_ca() -> str:
     return str(fixture_ca()[1])
 
 
-class DemoCharm(ServiceCharm):
+class DemoCharm(K8sCharm[ServiceConfig, ServiceContext[ServiceConfig]]):
     """A service charm whose only relation brings the CAs it trusts."""
 
-    service_name: ClassVar[str] = "demo"
-    service_user: ClassVar[str] = "demo"
+    config_class = ServiceConfig
+    context_class = ServiceContext
+    service_name = "demo"
+    service_user = "demo"
     seen: ClassVar[list[CAContext | None]] = []
 
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        self.ca = CATransferRequirer(self, "receive-ca-cert")
-
-    def configure(self) -> None:
-        DemoCharm.seen.append(self.ca.context)
-        super().configure()
+    def workloads(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[Workload]:
+        assert isinstance(self.handlers["receive-ca-cert"], CATransferRequirer)
+        DemoCharm.seen.append(ctx.ca)
+        return [Workload("demo", files=self.trust_files(ctx))]
 
 
 #: what the provider charm does in its relation-changed hook, through the library

@@ -10,7 +10,8 @@ until our handler is ready.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import ops
 import pytest
@@ -20,8 +21,10 @@ from dpcharmlibs.interfaces import (
     ResourceProviderModel,
     ResourceRequestedEvent,
 )
-from openstack_charms.charm import ReconcilingCharm
-from openstack_charms.relations.database import DatabaseRequirer
+from openstack_charms.charm import OpenStackCharm
+from openstack_charms.config import ServiceConfig
+from openstack_charms.context import ServiceContext
+from openstack_charms.plan import Workload
 from openstack_charms.testing.relations import database_fixture
 from ops import testing
 
@@ -38,11 +41,14 @@ REQUIRER_META = {
 PROVIDER_META = {"name": "mysql", "provides": {"database": {"interface": "mysql_client"}}}
 
 
-class RequirerCharm(ReconcilingCharm):
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        self.database = DatabaseRequirer(self, "database", database_name="glance")
-        self.api_database = DatabaseRequirer(self, "api-database", database_name="glance_api")
+class RequirerCharm(OpenStackCharm[ServiceConfig, ServiceContext[ServiceConfig]]):
+    config_class = ServiceConfig
+    context_class = ServiceContext
+    service_name = "glance"
+    databases: ClassVar[dict[str, str]] = {"database": "glance", "api-database": "glance_api"}
+
+    def workloads(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[Workload]:
+        return []
 
 
 class MySQLProviderCharm(ops.CharmBase):
@@ -104,7 +110,7 @@ def exchange(endpoint: str, database: str) -> tuple[testing.State, Any, dict[str
     context = testing.Context(RequirerCharm, meta=REQUIRER_META, app_name="glance")
     with context(context.on.relation_changed(answered), state) as manager:
         out = manager.run()
-        handler = manager.charm.database if endpoint == "database" else manager.charm.api_database
+        handler = manager.charm.handlers[endpoint]
         return out, handler.context, request, answer
 
 

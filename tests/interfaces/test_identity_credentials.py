@@ -11,13 +11,17 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import sys
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import ops
 import pytest
 from openstack_charms import testing as octest
-from openstack_charms.charm import ReconcilingCharm
+from openstack_charms.charm import OpenStackCharm
+from openstack_charms.config import ServiceConfig
+from openstack_charms.context import ServiceContext
+from openstack_charms.plan import Workload
 from openstack_charms.relations.identity import IdentityCredentialsContext, IdentityCredentialsRequirer
+from openstack_charms.relations.wiring import Wire
 from openstack_charms.testing.relations import database_fixture
 from ops import testing
 
@@ -38,18 +42,23 @@ META = {
 }
 
 
-class ExporterCharm(ReconcilingCharm):
+class ExporterCharm(OpenStackCharm[ServiceConfig, ServiceContext[ServiceConfig]]):
     """The smallest consumer of identity-credentials: it asks for the account ``request``."""
 
+    config_class = ServiceConfig
+    context_class = ServiceContext
+    service_name = "exporter"
     request: ClassVar[dict[str, str]] = {}
     seen: ClassVar[list[IdentityCredentialsContext | None]] = []
+    own_wiring: ClassVar[dict[str, Wire]] = {
+        "identity-credentials": Wire(
+            lambda charm, endpoint: IdentityCredentialsRequirer(charm, endpoint, **ExporterCharm.request), ()
+        )
+    }
 
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        self.credentials = IdentityCredentialsRequirer(self, "identity-credentials", **self.request)
-
-    def configure(self) -> None:
-        ExporterCharm.seen.append(self.credentials.context)
+    def workloads(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[Workload]:
+        ExporterCharm.seen.append(ctx.credentials)
+        return []
 
 
 @pytest.fixture

@@ -11,13 +11,15 @@ import dataclasses
 import json
 import pathlib
 import sys
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import ops
 import pytest
 from openstack_charms import testing as octest
-from openstack_charms.charm import ReconcilingCharm
+from openstack_charms.charm import OpenStackCharm
 from openstack_charms.config import APIConfig
+from openstack_charms.context import ServiceContext, URLs
+from openstack_charms.plan import Workload
 from openstack_charms.relations.identity import IdentityServiceContext, IdentityServiceRequirer
 from openstack_charms.testing.relations import database_fixture
 from ops import testing
@@ -30,35 +32,35 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "unit" / "k
 import keystone_api  # noqa: E402
 from fake_keystone import FakeKeystone  # noqa: E402
 
+if TYPE_CHECKING:
+    from charms.keystone_k8s.v0.identity_service import ServiceEndpoint
+
 KEYSTONE_RELATION_ID = 101
 REQUIRER_RELATION_ID = 202
 
 
-class DemoRequirer(ReconcilingCharm):
+class DemoRequirer(OpenStackCharm[APIConfig, ServiceContext[APIConfig]]):
     """The smallest service charm: one identity-service requirer."""
 
     config_class = APIConfig
+    context_class = ServiceContext
+    service_name = "demo"
+    api_port = 8000
+    identity_extra_roles = ("member",)
     seen: ClassVar[list[IdentityServiceContext | None]] = []
 
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        self.identity = IdentityServiceRequirer(self, "identity-service", extra_roles=("member",))
-
-    def catalog_endpoints(self) -> list[dict[str, str]]:
+    @property
+    def urls(self) -> URLs:
         url = "http://demo.test.svc:8000"
-        return [
-            {
-                "service_name": "demo",
-                "type": "demo",
-                "description": "Demo",
-                "admin_url": url,
-                "internal_url": url,
-                "public_url": url,
-            }
-        ]
+        return URLs(public=url, internal=url, admin=url)
 
-    def configure(self) -> None:
-        DemoRequirer.seen.append(self.identity.context)
+    def catalog(self) -> Sequence[ServiceEndpoint]:
+        return [self.catalog_entry("demo", "Demo")]
+
+    def workloads(self, ctx: ServiceContext[APIConfig]) -> Sequence[Workload]:
+        assert isinstance(self.handlers["identity-service"], IdentityServiceRequirer)
+        DemoRequirer.seen.append(ctx.identity)
+        return []
 
 
 DEMO_META = {"name": "demo", "requires": {"identity-service": {"interface": "keystone", "limit": 1}}}
@@ -170,10 +172,9 @@ def with_storage_mounts(charm: str, state: testing.State, root: pathlib.Path) ->
 
 @pytest.mark.parametrize("charm", ["glance-k8s", "placement-k8s"])
 def test_keystone_and_our_service_charms(tmp_path: pathlib.Path, keystone: FakeKeystone, charm: str) -> None:
-    charm_class = octest.load_charm_class(charm)
-    db_sync = getattr(charm_class, "db_sync", ())
-    # the service's manage command and the ownership fix of its volumes
-    execs = [testing.Exec([db_sync[0]]), testing.Exec(["chown"])] if db_sync else [testing.Exec(["chown"])]
+    service = getattr(octest.load_charm_class(charm), "service_name", charm.removesuffix("-k8s"))
+    # the service's manage command (its leader tasks) and the ownership fix of its volumes
+    execs = [testing.Exec([f"{service}-manage"]), testing.Exec(["chown"])]
     complete = with_storage_mounts(
         charm, octest.complete_state(charm, tmp_path / charm, execs=execs), tmp_path
     )
@@ -199,7 +200,6 @@ def test_keystone_and_our_service_charms(tmp_path: pathlib.Path, keystone: FakeK
     request = requirer.get_relation(REQUIRER_RELATION_ID).local_app_data
     assert json.loads(request["service-endpoints"])
     assert requirer.unit_status == testing.ActiveStatus(requirer.unit_status.message), requirer.unit_status
-    service = charm.removesuffix("-k8s")
     user = keystone.user(f"svc_{charm.replace('-', '_')}-")
     assert keystone.roles_of(user) >= {"admin", "service"}
     endpoints = json.loads(request["service-endpoints"])

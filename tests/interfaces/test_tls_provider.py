@@ -14,6 +14,7 @@ import datetime
 import json
 import pathlib
 import stat
+from collections.abc import Sequence
 from typing import ClassVar
 
 import ops
@@ -23,7 +24,10 @@ from charmlibs.interfaces.tls_certificates import (
     ProviderCertificate,
     TLSCertificatesProvidesV4,
 )
-from openstack_charms.k8s import ServiceCharm
+from openstack_charms.config import ServiceConfig
+from openstack_charms.context import ServiceContext
+from openstack_charms.k8s import K8sCharm
+from openstack_charms.plan import Workload
 from openstack_charms.relations.tls import CertificatesRequirer, TLSContext
 from openstack_charms.testing import container, pushed_files
 from openstack_charms.testing.relations import certificates_fixture, fixture_ca
@@ -41,22 +45,22 @@ REQUIRER_RELATION_ID = 7
 PROVIDER_RELATION_ID = 8
 
 
-class DemoCharm(ServiceCharm):
+class DemoCharm(K8sCharm[ServiceConfig, ServiceContext[ServiceConfig]]):
     """A service charm whose only relation is its certificate."""
 
-    service_name: ClassVar[str] = "demo"
-    service_user: ClassVar[str] = "demo"
+    config_class = ServiceConfig
+    context_class = ServiceContext
+    service_name = "demo"
+    service_user = "demo"
     built_library: ClassVar[list[bool]] = []
     served: ClassVar[list[TLSContext | None]] = []
 
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        self.certificates = CertificatesRequirer(self, "certificates")
-
-    def configure(self) -> None:
-        DemoCharm.built_library.append(self.certificates.library is not None)
-        DemoCharm.served.append(self.certificates.context)
-        super().configure()
+    def workloads(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[Workload]:
+        handler = self.handlers["certificates"]
+        assert isinstance(handler, CertificatesRequirer)
+        DemoCharm.built_library.append(handler.library is not None)
+        DemoCharm.served.append(ctx.tls)
+        return [Workload("demo", files=self.trust_files(ctx))]
 
 
 class CAProviderCharm(ops.CharmBase):

@@ -16,14 +16,22 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import ops
-from openstack_charms.charm import OpenStackCharm
-from openstack_charms.config import APIConfig, InvalidOption
-from openstack_charms.context import ServiceContext
-from openstack_charms.k8s import K8sCharm
-from openstack_charms.plan import Command, Directory, LeaderTask, Workload
-from openstack_charms.relations.base import HandlerHost, RelationHandler, update_databag
+from openstack_charms import (
+    APIConfig,
+    Command,
+    Directory,
+    HandlerHost,
+    InvalidOption,
+    K8sCharm,
+    LeaderTask,
+    OpenStackCharm,
+    RelationHandler,
+    ServiceContext,
+    Wire,
+    Workload,
+)
+from openstack_charms.relations.base import update_databag
 from openstack_charms.relations.ingress import unit_host
-from openstack_charms.relations.wiring import Wire
 
 if TYPE_CHECKING:
     from charms.keystone_k8s.v0.identity_service import ServiceEndpoint

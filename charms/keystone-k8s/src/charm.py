@@ -19,11 +19,17 @@ from typing import TYPE_CHECKING
 import fernet
 import ops
 from keystone_config import KeystoneConfig
-from openstack_charms import generate
-from openstack_charms.context import ServiceContext
-from openstack_charms.k8s import K8sCharm
-from openstack_charms.plan import Command, Directory, File, LeaderTask, Workload
-from openstack_charms.status import NotReady
+from openstack_charms import (
+    Command,
+    Directory,
+    File,
+    K8sCharm,
+    LeaderTask,
+    NotReady,
+    ServiceContext,
+    Workload,
+    generate,
+)
 
 if TYPE_CHECKING:
     from charms.keystone_k8s.v0.identity_service import ServiceEndpoint

@@ -13,10 +13,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import ops
-from openstack_charms.config import APIConfig, InvalidOption, check_choice, check_range
-from openstack_charms.context import ServiceContext
-from openstack_charms.k8s import K8sCharm
-from openstack_charms.plan import Command, LeaderTask, Workload
+from openstack_charms import (
+    APIConfig,
+    Command,
+    InvalidOption,
+    K8sCharm,
+    LeaderTask,
+    ServiceContext,
+    Workload,
+    check_choice,
+    check_range,
+)
 
 if TYPE_CHECKING:
     from charms.keystone_k8s.v0.identity_service import ServiceEndpoint

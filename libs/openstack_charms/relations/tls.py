@@ -123,7 +123,7 @@ class CertificatesRequirer(RelationHandler[TLSContext]):
         names: Callable[[], tuple[str, list[str]]],
         names_from: Sequence[str] = (),
     ) -> None:
-        """``names``: the common name and DNS names to request; ``names_from``: the endpoints they come from."""
+        """``names`` gives the certificate's names; ``names_from``, the endpoints those come from."""
         super().__init__(host, endpoint)
         self.certificate_path = f"{directory}/cert.pem"
         self.private_key_path = f"{directory}/key.pem"

@@ -41,9 +41,14 @@ def charm_dir(charm: str) -> pathlib.Path:
 def all_charms() -> list[str]:
     """Every charm of the collection and of the tests, by name."""
     return sorted(
-        p.name for root in (CHARMS, TEST_CHARMS) if root.is_dir() for p in root.iterdir()
+        p.name
+        for root in (CHARMS, TEST_CHARMS)
+        if root.is_dir()
+        for p in root.iterdir()
         if (p / "charmcraft.yaml").exists()
     )
+
+
 #: the model the factories put charms in (the bundle's)
 MODEL_NAME = "openstack"
 
@@ -117,7 +122,9 @@ def charm_context(
     if issubclass(charm_class, MachineCharm):
         from .host import on_fake_host
 
-        charm_class, host = on_fake_host(charm_class, root or pathlib.Path(tempfile.mkdtemp(prefix=f"{charm}-host-")))
+        charm_class, host = on_fake_host(
+            charm_class, root or pathlib.Path(tempfile.mkdtemp(prefix=f"{charm}-host-"))
+        )
     ctx = testing.Context(
         charm_class,
         meta=meta,

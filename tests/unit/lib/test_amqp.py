@@ -3,21 +3,42 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
 
-import ops
 import pytest
-from openstack_charms.charm import ReconcilingCharm
+from openstack_charms.charm import OpenStackCharm
+from openstack_charms.config import ServiceConfig
+from openstack_charms.context import ServiceContext
+from openstack_charms.plan import Workload
 from openstack_charms.relations.amqp import AMQPContext, AMQPRequirer
+from openstack_charms.relations.wiring import Wire
 from openstack_charms.testing.relations import RABBITMQ_HOSTNAME, amqp_fixture
 from ops import testing
 
 META = {"name": "demo", "requires": {"amqp": {"interface": "rabbitmq", "limit": 1}}}
 
 
-class DemoCharm(ReconcilingCharm):
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        self.amqp = AMQPRequirer(self, "amqp", username="demo", vhost="openstack")
+class DemoCharm(OpenStackCharm[ServiceConfig, ServiceContext[ServiceConfig]]):
+    config_class = ServiceConfig
+    context_class = ServiceContext
+    service_name = "demo"
+
+    def workloads(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[Workload]:
+        return []
+
+
+class ExternalCharm(DemoCharm):
+    """Asks the broker for its address outside the cluster."""
+
+    own_wiring: ClassVar[dict[str, Wire]] = {
+        "amqp": Wire(
+            lambda charm, endpoint: AMQPRequirer(
+                charm, endpoint, username="demo", vhost="openstack", external_connectivity=True
+            ),
+            (),
+        )
+    }
 
 
 def ctx() -> testing.Context[DemoCharm]:
@@ -28,7 +49,7 @@ def run(relation: testing.Relation, *, leader: bool = True) -> tuple[testing.Sta
     context = ctx()
     with context(context.on.config_changed(), testing.State(leader=leader, relations={relation})) as manager:
         out = manager.run()
-        return out, manager.charm.amqp.context
+        return out, manager.charm.handlers["amqp"].context
 
 
 def fixture_relation(**remote_app_data: str | None) -> testing.Relation:
@@ -47,6 +68,21 @@ def test_leader_requests_user_and_vhost_in_the_app_databag() -> None:
         "external_connectivity": "false",
     }
     assert out.unit_status == testing.WaitingStatus("waiting for amqp (password)")
+
+
+def test_the_default_wiring_builds_the_handler_from_the_service_name() -> None:
+    context = ctx()
+    with context(context.on.config_changed(), testing.State(leader=True)) as manager:
+        handler = manager.charm.handlers["amqp"]
+        assert isinstance(handler, AMQPRequirer)
+        assert (handler.username, handler.vhost, handler.external_connectivity) == ("demo", "openstack", False)
+
+
+def test_external_connectivity_is_requested_through_own_wiring() -> None:
+    relation = testing.Relation("amqp", remote_app_name="rabbitmq")
+    context = testing.Context(ExternalCharm, meta=META)
+    out = context.run(context.on.relation_joined(relation), testing.State(leader=True, relations={relation}))
+    assert out.get_relation(relation.id).local_app_data["external_connectivity"] == "true"
 
 
 def test_non_leader_publishes_nothing_in_the_app_databag() -> None:

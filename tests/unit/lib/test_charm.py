@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import ops
 import pytest
-from openstack_charms.charm import ReconcilingCharm
+from openstack_charms.charm import OpenStackCharm
 from openstack_charms.config import InvalidOption, ServiceConfig, check_range
-from openstack_charms.relations.base import RelationHandler, load_json
+from openstack_charms.context import ServiceContext
+from openstack_charms.plan import Workload
+from openstack_charms.relations.base import Incomplete, RelationDataError, RelationHandler, load_json
+from openstack_charms.relations.wiring import Wire
 from ops import testing
 
 META = {
@@ -48,36 +52,40 @@ class Endpoint:
 class UrlHandler(RelationHandler[Endpoint]):
     """Reads a JSON ``endpoint`` object from the remote app, publishes ``want``."""
 
-    def publish(self) -> None:
-        if self.charm.is_leader:
-            for relation in self.relations:
-                relation.data[self.charm.app]["want"] = self.endpoint
+    def app_request(self) -> dict[str, str | None]:
+        return {"want": self.endpoint}
 
-    def get_context(self) -> Endpoint | None:
+    def get_context(self) -> Endpoint:
         relation = self.relation
         assert relation is not None and relation.app is not None
         data = load_json(relation.data[relation.app], "endpoint")
         if data is None:
-            self.waiting_for = "'endpoint'"
-            return None
+            raise Incomplete("'endpoint'")
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            raise RelationDataError("'endpoint' has no url")
         return Endpoint(url=data["url"])
 
 
-class DemoCharm(ReconcilingCharm):
+URL_WIRE = Wire(UrlHandler, ())
+
+
+class DemoCharm(OpenStackCharm[DemoConfig, ServiceContext[DemoConfig]]):
     config_class = DemoConfig
-    ready_message = "ready"
+    context_class = ServiceContext
+    service_name = "demo"
+    own_wiring: ClassVar[dict[str, Wire]] = {"db": URL_WIRE, "queue": URL_WIRE, "extra": URL_WIRE}
     task_runs: ClassVar[list[str]] = []
 
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        UrlHandler(self, "db")
-        UrlHandler(self, "queue")
-        UrlHandler(self, "extra")
+    def workloads(self, ctx: ServiceContext[DemoConfig]) -> Sequence[Workload]:
+        return []
 
-    def configure(self) -> None:
+    def after_start(self, ctx: ServiceContext[DemoConfig]) -> None:
         assert self.peers is not None
         self.peers.secret("demo-keys", lambda: {"key": "generated"}, what="the demo keys")
         self.leader_task("sync", "inputs-1", lambda: self.task_runs.append(self.unit.name), what="demo sync")
+
+    def active_message(self, ctx: ServiceContext[DemoConfig]) -> str:
+        return "ready"
 
 
 def ctx() -> testing.Context[DemoCharm]:
@@ -143,9 +151,7 @@ def test_malformed_relation_data_is_waiting_not_a_crash() -> None:
         relations={rel("db"), rel("queue", {"endpoint": '{"no-url": 1}'}), testing.PeerRelation("peers")},
     )
     out = ctx().run(ctx().on.config_changed(), state)
-    assert out.unit_status == testing.WaitingStatus(
-        "waiting for queue (valid data (got unusable data: KeyError))"
-    )
+    assert out.unit_status == testing.WaitingStatus("waiting for queue (usable data ('endpoint' has no url))")
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import ops
 import pytest
 from charms.keystone_k8s.v0 import identity_credentials as idc
 from charms.keystone_k8s.v0 import identity_service as ids
-from openstack_charms.charm import ReconcilingCharm
+from openstack_charms.charm import OpenStackCharm
 from openstack_charms.config import APIConfig
+from openstack_charms.context import ServiceContext, URLs
+from openstack_charms.plan import Workload
 from openstack_charms.relations.identity import (
     IdentityCredentialsContext,
     IdentityCredentialsRequirer,
@@ -38,38 +40,32 @@ CONFIG = {
 }
 
 
-class DemoCharm(ReconcilingCharm):
+class DemoCharm(OpenStackCharm[APIConfig, ServiceContext[APIConfig]]):
     config_class = APIConfig
+    context_class = ServiceContext
+    service_name = "demo"
+    api_port = 1234
     seen: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        self.identity = IdentityServiceRequirer(self, "identity-service", extra_roles=self.extra_roles)
-        self.credentials = IdentityCredentialsRequirer(self, "identity-credentials")
+    @property
+    def urls(self) -> URLs:
+        return URLs(
+            public="https://demo.example.com", internal="http://demo.svc:1234", admin="http://demo.svc:1234"
+        )
 
-    extra_roles: ClassVar[tuple[str, ...]] = ()
+    def catalog(self) -> Sequence[ids.ServiceEndpoint]:
+        return [self.catalog_entry("demo-type", "Demo service")]
 
-    def catalog_endpoints(self) -> list[dict[str, str]]:
-        return [
-            {
-                "service_name": "demo",
-                "type": "demo-type",
-                "description": "Demo service",
-                "admin_url": "http://demo.svc:1234",
-                "internal_url": "http://demo.svc:1234",
-                "public_url": "https://demo.example.com",
-            }
-        ]
-
-    def configure(self) -> None:
-        DemoCharm.seen["identity"] = self.identity.context
-        DemoCharm.seen["credentials"] = self.credentials.context
+    def workloads(self, ctx: ServiceContext[APIConfig]) -> Sequence[Workload]:
+        DemoCharm.seen["identity"] = ctx.identity
+        DemoCharm.seen["credentials"] = ctx.credentials
+        return []
 
 
 @pytest.fixture(autouse=True)
 def _reset() -> None:
     DemoCharm.seen = {}
-    DemoCharm.extra_roles = ()
+    DemoCharm.identity_extra_roles = ()
 
 
 def ctx() -> testing.Context[DemoCharm]:
@@ -116,7 +112,7 @@ def test_leader_publishes_the_request_in_the_app_databag() -> None:
 
 
 def test_region_option_goes_into_the_request_and_extra_roles_when_declared() -> None:
-    DemoCharm.extra_roles = ("member", "load-balancer_admin", "member")
+    DemoCharm.identity_extra_roles = ("member", "load-balancer_admin", "member")
     relation = testing.Relation("identity-service", remote_app_name="keystone")
     out = ctx().run(ctx().on.config_changed(), state(relation, config={"region": "RegionTwo"}))
     data = out.get_relation(relation.id).local_app_data
@@ -167,7 +163,7 @@ def test_not_ready_until_the_secret_is_granted() -> None:
     fixture = identity_service_fixture()
     out = ctx().run(ctx().on.relation_changed(fixture.relation), state(fixture.relation))
     assert out.unit_status == testing.WaitingStatus(
-        "waiting for identity-service (the service-credentials secret (not readable yet))"
+        "waiting for identity-service (access to the service-credentials secret (not granted yet))"
     )
 
 

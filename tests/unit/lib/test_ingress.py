@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 
-import ops
 import pytest
-from openstack_charms.charm import ReconcilingCharm
+from openstack_charms.charm import OpenStackCharm
+from openstack_charms.config import ServiceConfig
+from openstack_charms.context import ServiceContext
+from openstack_charms.plan import Workload
 from openstack_charms.relations.ingress import IngressContext, IngressRequirer
 from openstack_charms.testing.relations import ingress_fixture
 from ops import testing
@@ -22,11 +25,14 @@ META = {
 MODEL = testing.Model(name="openstack")
 
 
-class DemoCharm(ReconcilingCharm):
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        self.internal = IngressRequirer(self, "ingress-internal", port=9292)
-        self.public = IngressRequirer(self, "ingress-public", port=9292)
+class DemoCharm(OpenStackCharm[ServiceConfig, ServiceContext[ServiceConfig]]):
+    config_class = ServiceConfig
+    context_class = ServiceContext
+    service_name = "demo"
+    api_port = 9292
+
+    def workloads(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[Workload]:
+        return []
 
 
 def ctx() -> testing.Context[DemoCharm]:
@@ -38,13 +44,21 @@ def run(*relations: testing.Relation, leader: bool = True) -> tuple[testing.Stat
     state = testing.State(leader=leader, relations=set(relations), model=MODEL)
     with context(context.on.config_changed(), state) as manager:
         out = manager.run()
-        return out, manager.charm.public.context
+        return out, manager.charm.handlers["ingress-public"].context
 
 
 def public(**remote_app_data: str) -> testing.Relation:
     relation = ingress_fixture("ingress-public", app="demo").relation
     assert isinstance(relation, testing.Relation)
     return dataclasses.replace(relation, remote_app_data=remote_app_data or relation.remote_app_data)
+
+
+def test_every_declared_ingress_endpoint_gets_a_handler_on_the_api_port() -> None:
+    context = ctx()
+    with context(context.on.config_changed(), testing.State(model=MODEL)) as manager:
+        handlers = manager.charm.handlers
+        assert set(handlers) == {"ingress-internal", "ingress-public"}
+        assert all(isinstance(h, IngressRequirer) and h.port == 9292 for h in handlers.values())
 
 
 def test_leader_publishes_the_app_request_json_encoded() -> None:
@@ -81,8 +95,8 @@ def test_each_endpoint_reads_its_own_url() -> None:
     state = testing.State(leader=True, relations={internal, public()}, model=MODEL)
     with context(context.on.config_changed(), state) as manager:
         manager.run()
-        assert manager.charm.internal.context == IngressContext(url="http://10.20.0.10/openstack-demo")
-        assert manager.charm.public.context == IngressContext(url="http://10.20.1.10/openstack-demo")
+        assert manager.charm.handlers["ingress-internal"].context == IngressContext(url="http://10.20.0.10/openstack-demo")
+        assert manager.charm.handlers["ingress-public"].context == IngressContext(url="http://10.20.1.10/openstack-demo")
 
 
 def test_incomplete_ingress_does_not_hold_the_charm_back() -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any
 
-import ops
 import pytest
 from charmlibs.interfaces.tls_certificates import CertificateSigningRequest
-from openstack_charms.k8s import ServiceCharm
-from openstack_charms.relations.ingress import IngressRequirer
+from openstack_charms.config import ServiceConfig
+from openstack_charms.context import ServiceContext
+from openstack_charms.k8s import K8sCharm
+from openstack_charms.plan import Workload
 from openstack_charms.relations.tls import CAContext, CATransferRequirer, CertificatesRequirer
 from openstack_charms.testing import container, pushed_files, state_with
 from openstack_charms.testing.relations import ca_fixture, certificates_fixture, fixture_ca, sign
@@ -29,15 +31,27 @@ META = {
 MODEL = testing.Model(name="openstack")
 
 
-class DemoCharm(ServiceCharm):
-    service_name: ClassVar[str] = "demo"
-    service_user: ClassVar[str] = "demo"
+class DemoCharm(K8sCharm[ServiceConfig, ServiceContext[ServiceConfig]]):
+    config_class = ServiceConfig
+    context_class = ServiceContext
+    service_name = "demo"
+    service_user = "demo"
+    api_port = 8080
 
-    def __init__(self, framework: ops.Framework) -> None:
-        super().__init__(framework)
-        self.ingress = IngressRequirer(self, "ingress-public", port=8080)
-        self.certificates = CertificatesRequirer(self, "certificates")
-        self.ca = CATransferRequirer(self, "receive-ca-cert")
+    def workloads(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[Workload]:
+        return [Workload("demo", files=self.trust_files(ctx))]
+
+    @property
+    def certificates(self) -> CertificatesRequirer:
+        handler = self.handlers["certificates"]
+        assert isinstance(handler, CertificatesRequirer)
+        return handler
+
+    @property
+    def ca(self) -> CATransferRequirer:
+        handler = self.handlers["receive-ca-cert"]
+        assert isinstance(handler, CATransferRequirer)
+        return handler
 
 
 def ctx() -> testing.Context[DemoCharm]:
@@ -257,13 +271,24 @@ def test_malformed_or_empty_ca_data_is_waiting_not_a_crash(certificates: str) ->
 # -- the files the k8s base pushes ---------------------------------------------
 
 
+def test_the_context_holds_tls_and_ca_under_their_shared_names() -> None:
+    state = state_with([certificates_fixture(app="demo"), ca_fixture()], base=base())
+    context = ctx()
+    with context(context.on.config_changed(), state) as manager:
+        manager.run()
+        charm_ctx = manager.charm.context
+        assert charm_ctx.tls is not None and charm_ctx.tls.certificate_path == "/etc/demo/tls/cert.pem"
+        assert charm_ctx.ca is not None and charm_ctx.ca.path == "/etc/demo/ca-bundle.pem"
+        assert charm_ctx.scheme == "https"
+
+
 def test_extra_files_hold_certificate_key_and_cas_with_safe_modes() -> None:
     state = state_with([certificates_fixture(app="demo"), ca_fixture()], base=base())
     context = ctx()
     with context(context.on.config_changed(), state) as manager:
         manager.run()
         charm = manager.charm
-        files = {f.path: f for f in charm.extra_files(charm.template_context())}
+        files = {f.path: f for f in charm.trust_files(charm.context)}
     assert {p: (f.permissions, f.user, f.group) for p, f in files.items()} == {
         "/etc/demo/tls/cert.pem": (0o644, "demo", "demo"),
         "/etc/demo/tls/key.pem": (0o600, "demo", "demo"),
@@ -277,7 +302,7 @@ def test_extra_files_are_empty_without_tls() -> None:
     context = ctx()
     with context(context.on.config_changed(), base()) as manager:
         manager.run()
-        assert manager.charm.extra_files(manager.charm.template_context()) == []
+        assert manager.charm.trust_files(manager.charm.context) == []
 
 
 def test_ingress_host_name_joins_the_request_when_ingress_arrives() -> None:

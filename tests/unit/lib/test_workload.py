@@ -9,17 +9,9 @@ from typing import Any, ClassVar
 
 import ops
 import pytest
+from openstack_charms.pebble import MANIFEST, PebbleApplier
+from openstack_charms.plan import Check, Command, Directory, File, Service, Workload
 from openstack_charms.testing import container
-from openstack_charms.workload import (
-    MANIFEST,
-    Command,
-    Directory,
-    File,
-    HTTPCheck,
-    PebbleApplier,
-    Service,
-    Workload,
-)
 from ops import testing
 
 META = {"name": "demo", "containers": {"app": {"resource": "app-image"}}}
@@ -55,7 +47,7 @@ def workload(conf: str = "a = 1", env: str = "x") -> Workload:
             Service("api", "uwsgi --ini /etc/app/uwsgi.ini", user="app", environment={"E": env}),
             Service("worker", "app-worker", user="app"),
         ],
-        checks=[HTTPCheck("api-up", "http://localhost:80/")],
+        checks=[Check.http("api-up", "http://localhost:80/")],
         files=[
             File("/etc/app/app.conf", conf, user="app", group="app"),
             File("/etc/app/uwsgi.ini", "[uwsgi]", restarts=("api",)),
@@ -105,7 +97,7 @@ def test_changed_file_restarts_only_the_services_it_names(fresh: testing.State) 
     once, _, _ = run(fresh, workload())
     wl = workload()
     wl = Workload(
-        wl.container,
+        wl.target,
         wl.services,
         wl.checks,
         [wl.files[0], File("/etc/app/uwsgi.ini", "[uwsgi]\nx=1", restarts=("api",))],
@@ -139,7 +131,7 @@ def test_files_pushed_but_nothing_started_until_asked(fresh: testing.State) -> N
 def test_file_no_longer_declared_is_removed(fresh: testing.State) -> None:
     once, _, _ = run(fresh, workload())
     wl = workload()
-    out, _, ctx = run(once, Workload(wl.container, wl.services, wl.checks, wl.files[:1]))
+    out, _, ctx = run(once, Workload(wl.target, wl.services, wl.checks, wl.files[:1]))
     assert not (out.get_container("app").get_filesystem(ctx) / "etc/app/uwsgi.ini").exists()
 
 
@@ -196,7 +188,7 @@ def test_failed_command_becomes_waiting_with_its_name() -> None:
 def test_declared_directories_are_made_with_their_mode_before_files(tmp_path: Path) -> None:
     wl = workload()
     keys = Workload(
-        wl.container,
+        wl.target,
         wl.services,
         wl.checks,
         [*wl.files, File("/etc/app/keys/0", "secret", permissions=0o600)],

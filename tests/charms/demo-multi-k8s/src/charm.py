@@ -34,7 +34,11 @@ class DemoMultiCharm(K8sCharm[APIConfig, ServiceContext[APIConfig]]):
         conf = self.render("demo.conf.j2", CONF, ctx)
         logging = self.logging_config(ctx)
         api = self.uwsgi_api(
-            ctx, container="demo-api", name="demo-api", wsgi_app="demo.wsgi:application", workers=ctx.config.workers
+            ctx,
+            container="demo-api",
+            name="demo-api",
+            wsgi_app="demo.wsgi:application",
+            workers=ctx.config.workers,
         )
         user = self.service_user
         return [
