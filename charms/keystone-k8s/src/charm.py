@@ -94,11 +94,11 @@ class KeystoneCharm(APICharm):
     @property
     def admin_password(self) -> str:
         """The admin user's password (a Juju secret the leader creates)."""
-        from identity_provider import random_text
+        from openstack_charms import generate
 
         assert self.peers is not None
         content = self.peers.secret(
-            "admin-password", lambda: {"password": random_text(32)}, what="the admin password"
+            "admin-password", lambda: {"password": generate.password(32)}, what="the admin password"
         )
         return content["password"]
 
@@ -181,7 +181,7 @@ class KeystoneCharm(APICharm):
         if self.is_leader:
             from identity_provider import Provider
 
-            Provider(self).serve()
+            Provider.for_charm(self).serve()
 
     # -- rotation and actions --------------------------------------------------
 
@@ -194,7 +194,7 @@ class KeystoneCharm(APICharm):
                 elif label.startswith("credentials_svc_"):
                     from identity_provider import Provider
 
-                    Provider(self).new_password(label)
+                    Provider.for_charm(self).new_password(label)
             except NotReady as e:
                 logger.warning("secret %s not rotated now: %s", label, e.message)
         self._on_event(event)
