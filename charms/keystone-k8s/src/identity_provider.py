@@ -213,25 +213,11 @@ class Provider:
             self.peers.set(key, None)
 
     def _serve(self, relation: ops.Relation, key: str, record: str | None, answered_with: str) -> None:
-        assert relation.app is not None
-        service = relation.name == "identity-service"
-        try:
-            request = ids.read_request(relation) if service else idc.read_request(relation)
-        except (ids.DataError, idc.DataError) as e:
-            logger.warning("%s: ignoring the unusable request of %s: %s", relation.name, relation.app.name, e)
-            request = None
-        if isinstance(request, idc.CredentialsRequest) and not self._may_have(request.username):
-            logger.warning(
-                "%s: %s may not ask for user %s", relation.name, relation.app.name, request.username
-            )
-            request = None
-        if request is None:
+        read = self._read(relation)
+        if read is None:
             self.peers.set(key, answered_with + _NOTHING)
             return
-        if isinstance(request, ids.IdentityServiceRequest):
-            request_print = _fingerprint(request.fingerprint())
-        else:
-            request_print = _fingerprint(json.dumps(request.to_databag(), sort_keys=True))
+        request, request_print = read
         done = answered_with + request_print
         if record == done:
             return
@@ -242,6 +228,28 @@ class Provider:
         else:
             self._answer_credentials(relation, request)
         self.peers.set(key, done)
+
+    def _read(
+        self, relation: ops.Relation
+    ) -> tuple[ids.IdentityServiceRequest | idc.CredentialsRequest, str] | None:
+        """The request on ``relation`` and its fingerprint; ``None`` when there is none to answer."""
+        assert relation.app is not None
+        try:
+            if relation.name == "identity-service":
+                service = ids.read_request(relation)
+                return (service, _fingerprint(service.fingerprint())) if service else None
+            credentials = idc.read_request(relation)
+        except (ids.DataError, idc.DataError) as e:
+            logger.warning("%s: ignoring the unusable request of %s: %s", relation.name, relation.app.name, e)
+            return None
+        if credentials is None:
+            return None
+        if not self._may_have(credentials.username):
+            logger.warning(
+                "%s: %s may not ask for user %s", relation.name, relation.app.name, credentials.username
+            )
+            return None
+        return credentials, _fingerprint(json.dumps(credentials.to_databag(), sort_keys=True))
 
     def _may_have(self, username: str) -> bool:
         # the admin and the service users belong to keystone, not to whoever asks
