@@ -164,7 +164,7 @@ def _fake_keystone() -> None:
     keystone_api.KeystoneAPI = FakeKeystone()  # type: ignore[misc,assignment]
 
 
-def glance_like_request(app: str, relation_id: int) -> Any:
+def glance_like_request(app: str) -> Any:
     """An identity-service relation holding the request glance-k8s publishes, from application ``app``."""
     from charms.keystone_k8s.v0 import identity_service as ids
     from ops import testing
@@ -185,7 +185,7 @@ def glance_like_request(app: str, relation_id: int) -> Any:
     )
     data = {k: v for k, v in request.to_databag().items() if v is not None}
     return testing.Relation(
-        "identity-service", interface="keystone", remote_app_name=app, remote_app_data=data, id=relation_id
+        "identity-service", interface="keystone", remote_app_name=app, remote_app_data=data
     )
 
 
@@ -204,7 +204,7 @@ def count_keystone_with_related(apps: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as root:
         ctx = charm_context("keystone-k8s")
         state = complete_state("keystone-k8s", pathlib.Path(root), execs=[testing.Exec([], stdout="")])
-        related = [glance_like_request(f"glance{i}", 1000 + i) for i in range(apps)]
+        related = [glance_like_request(f"glance{i}") for i in range(apps)]
         state = dataclasses.replace(state, relations=[*state.relations, *related])
         for _ in range(2):
             state = ctx.run(ctx.on.config_changed(), state)
