@@ -9,6 +9,8 @@ stands in for Juju's hook tools and for Pebble, so each count is a process
 (hook tool) or an HTTP round trip (Pebble) in a real deployment. Python cost is
 measured in a fresh interpreter: the cold import of the charm module, plus the
 time spent in the charm's own code (construction, event handlers, collect-status).
+For keystone, a steady hook is also measured with 100 applications related on
+identity-service: it should cost what it costs with one.
 """
 
 from __future__ import annotations
@@ -151,6 +153,64 @@ def count_calls(charm: str) -> dict[str, Any]:
     return results
 
 
+def _fake_keystone() -> None:
+    # keystone's REST calls go to the unit tests' in-memory keystone
+    for path in (REPO / "charms" / "keystone-k8s" / "src", REPO / "tests" / "unit" / "keystone"):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    import keystone_api
+    from fake_keystone import FakeKeystone
+
+    keystone_api.KeystoneAPI = FakeKeystone()  # type: ignore[misc,assignment]
+
+
+def glance_like_request(app: str) -> Any:
+    """An identity-service relation holding the request glance-k8s publishes, from application ``app``."""
+    from charms.keystone_k8s.v0 import identity_service as ids
+    from ops import testing
+
+    internal = f"http://{app}.openstack.svc:9292"
+    request = ids.IdentityServiceRequest(
+        service_endpoints=(
+            ids.ServiceEndpoint(
+                service_name=app,
+                type="image",
+                description="OpenStack Image",
+                admin_url=internal,
+                internal_url=internal,
+                public_url=f"http://10.20.1.10/openstack-{app}",
+            ),
+        ),
+        region="RegionOne",
+    )
+    data = {k: v for k, v in request.to_databag().items() if v is not None}
+    return testing.Relation(
+        "identity-service", interface="keystone", remote_app_name=app, remote_app_data=data
+    )
+
+
+def count_keystone_with_related(apps: int) -> dict[str, Any]:
+    """Steady config-changed of a keystone leader answering ``apps`` identity-service requirers.
+
+    Every request is answered first (the state settles), so the measured hook is one
+    where no related application changed anything.
+    """
+    import dataclasses
+
+    from openstack_charms.testing import charm_context, complete_state
+    from ops import testing
+
+    _fake_keystone()
+    with tempfile.TemporaryDirectory() as root:
+        ctx = charm_context("keystone-k8s")
+        state = complete_state("keystone-k8s", pathlib.Path(root), execs=[testing.Exec([], stdout="")])
+        related = [glance_like_request(f"glance{i}") for i in range(apps)]
+        state = dataclasses.replace(state, relations=[*state.relations, *related])
+        for _ in range(2):
+            state = ctx.run(ctx.on.config_changed(), state)
+        return measure(lambda: ctx.run(ctx.on.config_changed(), state))[0]
+
+
 def count_in_cloud() -> dict[str, Any]:
     """Steady-state calls of each charm of bundles/openstack.yaml once the cloud has settled.
 
@@ -161,11 +221,7 @@ def count_in_cloud() -> dict[str, Any]:
     from openstack_charms.testing import fixture_for
     from openstack_charms.testing.model import SimulatedModel
 
-    sys.path[:0] = [str(REPO / "charms" / "keystone-k8s" / "src"), str(REPO / "tests" / "unit" / "keystone")]
-    import keystone_api
-    from fake_keystone import FakeKeystone
-
-    keystone_api.KeystoneAPI = FakeKeystone()  # type: ignore[misc,assignment]
+    _fake_keystone()
     bundle = next(yaml.safe_load_all((REPO / "bundles" / "openstack.yaml").read_text()))
     apps = {
         a: pathlib.Path(s["charm"]).stem
@@ -269,6 +325,14 @@ def main() -> None:
             print(f"  {run:9} {counts} -> {r['status']}")
             print(f"            {r['detail']}")
         print(f"  python: import {cost['import']:.3f} s + hook {cost['hook']:.3f} s = {cost['total']:.3f} s")
+    if "keystone-k8s" in charms:
+        one, r = count_keystone_with_related(1), count_keystone_with_related(100)
+        print(
+            "\nkeystone with 100 related applications on identity-service: steady config-changed "
+            f"{r['hook_tools']} hook-tool calls ({one['hook_tools']} with 1), "
+            f"{r['pebble']} Pebble calls -> {r['status']}"
+        )
+        print(f"            {r['detail']}")
     print("\nin a settled cloud (bundles/openstack.yaml; keystone also serving identity-service)")
     for app, r in count_in_cloud().items():
         print(f"  {app:9} {r['hook_tools']:3} hook-tool calls, {r['pebble']:3} Pebble calls -> {r['status']}")

@@ -75,12 +75,14 @@ def keystone(monkeypatch: pytest.MonkeyPatch) -> FakeKeystone:
 
 
 def keystone_state(root: pathlib.Path) -> testing.State:
+    # fixed ids: one ops.testing hands out could be KEYSTONE_RELATION_ID, and each round
+    # replaces the relation of that id
     return octest.state_with(
-        [database_fixture(database="keystone")],
+        [database_fixture(database="keystone", relation_id=KEYSTONE_RELATION_ID + 1)],
         base=testing.State(
             leader=True,
             model=testing.Model(name="openstack"),
-            relations=[testing.PeerRelation("peers")],
+            relations=[testing.PeerRelation("peers", id=KEYSTONE_RELATION_ID + 2)],
             containers=[octest.container("keystone", root, execs={testing.Exec(["keystone-manage"])})],
         ),
     )

@@ -97,11 +97,12 @@ def regenerate_password(charm: KeystoneCharm, event: ops.ActionEvent) -> None:
         return
     import identity_provider
     from charms.keystone_k8s.v0 import identity_service as ids
+    from openstack_charms import generate
 
     assert charm.peers is not None
     username = str(event.params.get("username") or charm.keystone_config.admin_user)
     if username == charm.keystone_config.admin_user:
-        password = identity_provider.random_text(32)
+        password = generate.password(32)
         charm.admin_password  # noqa: B018 (the secret must exist before it is replaced)
         charm.peers.update_secret("admin-password", {"password": password})
         event.set_results({"username": username, "password": password})
@@ -116,7 +117,7 @@ def regenerate_password(charm: KeystoneCharm, event: ops.ActionEvent) -> None:
             secret_id
             and charm.model.get_secret(id=secret_id).get_content(refresh=True)["username"] == username
         ):
-            password = identity_provider.Provider(charm).new_password(label)
+            password = identity_provider.Provider.for_charm(charm).new_password(label)
             event.set_results({"username": username, "password": password})
             return
     event.fail(f"no user {username!r} managed by this application")

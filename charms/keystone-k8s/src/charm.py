@@ -229,7 +229,7 @@ class KeystoneCharm(K8sCharm[KeystoneConfig, KeystoneContext]):
         if self.is_leader:
             from identity_provider import Provider
 
-            Provider(self).serve()
+            Provider.for_charm(self).serve()
 
     def active_message(self, ctx: KeystoneContext) -> str:
         """The public identity URL."""
@@ -246,7 +246,7 @@ class KeystoneCharm(K8sCharm[KeystoneConfig, KeystoneContext]):
                 elif label.startswith("credentials_svc_"):
                     from identity_provider import Provider
 
-                    Provider(self).new_password(label)
+                    Provider.for_charm(self).new_password(label)
             except NotReady as e:
                 logger.warning("secret %s not rotated now: %s", label, e.message)
         self._on_event(event)

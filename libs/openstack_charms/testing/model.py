@@ -94,6 +94,8 @@ class SimulatedModel:
                     self.links.append(Link(n, mine, theirs, theirs.app in self.apps, interface))
         self.contexts = {app: charm_context(charm, app_name=app) for app, charm in self.apps.items()}
         self.states: dict[str, testing.State] = {}
+        #: (app, relation id) -> the other side's data as ``app`` last saw it
+        self.seen: dict[tuple[str, int], object] = {}
         self.external: dict[int, RelationFixture] = {}
         for app, charm in self.apps.items():
             meta = merged_charmcraft(charm)
@@ -174,8 +176,37 @@ class SimulatedModel:
         """Run one event (default config-changed) on ``app`` with the latest data."""
         ctx = self.contexts[app]
         load_charm_class(self.apps[app])  # keeps the charm's src/ importable, as Juju does
-        self.states[app] = ctx.run(event(ctx) if event else ctx.on.config_changed(), self.input_state(app))
+        state = self.input_state(app)
+        self._saw(app, state)
+        self.states[app] = ctx.run(event(ctx) if event else ctx.on.config_changed(), state)
         return self.states[app]
+
+    @staticmethod
+    def _remote(relation: testing.Relation) -> object:
+        return (sorted(relation.remote_app_data.items()), sorted(relation.remote_units_data[0].items()))
+
+    def _saw(self, app: str, state: testing.State) -> None:
+        for relation in state.relations:
+            if isinstance(relation, testing.Relation):
+                self.seen[(app, relation.id)] = self._remote(relation)
+
+    def deliver(self, app: str) -> None:
+        """Run what Juju would on ``app`` now: relation-changed of each relation whose other side changed.
+
+        A charm may rely on that event to learn of new remote data (keystone reads
+        a requirer's request only then); config-changed when nothing changed.
+        """
+        changed = [
+            r.id
+            for r in self.input_state(app).relations
+            if isinstance(r, testing.Relation) and self.seen.get((app, r.id)) != self._remote(r)
+        ]
+        if not changed:
+            self.run(app)
+        for relation_id in changed:
+            state = self.input_state(app)
+            relation = state.get_relation(relation_id)
+            self.run(app, lambda ctx, relation=relation: ctx.on.relation_changed(relation, remote_unit=0))
 
     def run_action(self, app: str, action: str, **params: Any) -> dict[str, Any]:
         """Run an action on ``app``'s unit and return its results."""
@@ -198,7 +229,7 @@ class SimulatedModel:
         between_rounds: Callable[[], None] | None = None,
         until_active: bool = False,
     ) -> dict[str, Any]:
-        """Run config-changed on every application, round after round, until no databag changes.
+        """Deliver Juju's events to every application, round after round, until no databag changes.
 
         ``between_rounds`` runs after each round (the functional tests wait there for
         started services, as time passes between hooks); with ``until_active`` the
@@ -207,7 +238,7 @@ class SimulatedModel:
         for _ in range(max_rounds):
             before = self.databags()
             for app in self.apps:
-                self.run(app)
+                self.deliver(app)
             if between_rounds is not None:
                 between_rounds()
             active = all(s.name == "active" for s in self.statuses().values())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import configparser
 import dataclasses
 import json
 import pathlib
 import stat
+from collections.abc import Iterator
 from typing import Any
 
 import ops
@@ -15,8 +17,9 @@ from charms.keystone_k8s.v0 import identity_credentials as idc
 from charms.keystone_k8s.v0 import identity_service as ids
 from fake_keystone import FakeKeystone
 from openstack_charms import testing as octest
-from openstack_charms.testing.relations import database_fixture
+from openstack_charms.testing.relations import certificates_fixture, database_fixture, ingress_fixture
 from ops import testing
+from scenario import mocking
 
 CHARM = "keystone-k8s"
 EXECS = frozenset({testing.Exec(["keystone-manage"])})
@@ -41,7 +44,7 @@ def complete(root: pathlib.Path | None = None, *extra: octest.RelationFixture, *
     return octest.state_with([database_fixture(database="keystone"), *extra], base=base(root, **kw))
 
 
-def glance_request(**changes: Any) -> testing.Relation:
+def glance_request(app: str = "glance", **changes: Any) -> testing.Relation:
     request = ids.IdentityServiceRequest(
         service_endpoints=(
             ids.ServiceEndpoint(
@@ -58,7 +61,7 @@ def glance_request(**changes: Any) -> testing.Relation:
     request = dataclasses.replace(request, **changes)
     data = {k: v for k, v in request.to_databag().items() if v is not None}
     return testing.Relation(
-        "identity-service", interface="keystone", remote_app_name="glance", remote_app_data=data
+        "identity-service", interface="keystone", remote_app_name=app, remote_app_data=data
     )
 
 
@@ -523,3 +526,215 @@ def test_only_the_catalog_is_cached(
     assert conf.getboolean("cache", "enabled") is catalog_cached
     for section in ("token", "revoke", "role", "identity", "resource", "credential"):
         assert conf.getboolean(section, "caching") is False
+
+
+# -- what a steady hook costs, what the answer says about TLS ----------------------------------
+
+
+@pytest.fixture
+def hook_tools(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[str]]:
+    """Count the hook tools ops.testing stands in for (each a process in a real deployment)."""
+    counts: collections.Counter[str] = collections.Counter()
+    depth = [0]
+
+    def counted(name: str, original: Any) -> Any:
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            # ops.testing's stand-ins call one another: only the outermost call is a process;
+            # ops keeps is-leader for 30 s where ops.testing asks every time
+            if depth[0] == 0 and not (name == "is_leader" and counts[name]):
+                counts[name] += 1
+            depth[0] += 1
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        return call
+
+    for name, method in list(vars(mocking._MockModelBackend).items()):
+        if callable(method) and not name.startswith("_") and name != "get_pebble":
+            monkeypatch.setattr(mocking._MockModelBackend, name, counted(name, method))
+    yield counts
+
+
+def settled_with(tmp_path: pathlib.Path, apps: int) -> tuple[testing.Context[Any], testing.State, list[int]]:
+    """Keystone having answered ``apps`` identity-service requirers, and their relation ids."""
+    context = ctx()
+    related = [glance_request(f"glance{i}") for i in range(apps)]
+    state = complete(tmp_path, *(octest.RelationFixture(r) for r in related))
+    for _ in range(2):
+        state = context.run(context.on.config_changed(), state)
+    for relation in related:
+        assert "service-credentials" in state.get_relation(relation.id).local_app_data
+    return context, state, [r.id for r in related]
+
+
+def test_a_steady_hook_costs_the_same_however_many_applications_are_related(
+    tmp_path: pathlib.Path, keystone: FakeKeystone, hook_tools: collections.Counter[str]
+) -> None:
+    cost = {}
+    for apps in (1, 100):
+        context, state, _ = settled_with(tmp_path / str(apps), apps)
+        hook_tools.clear()
+        out = context.run(context.on.config_changed(), state)
+        assert out.unit_status == testing.ActiveStatus(PUBLIC_AUTH)
+        cost[apps] = sum(hook_tools.values())
+    assert cost[100] <= cost[1] + 2, (cost, hook_tools)
+
+
+def test_changed_answer_inputs_reanswer_every_relation(
+    tmp_path: pathlib.Path, keystone: FakeKeystone
+) -> None:
+    context, state, _ = settled_with(tmp_path, 3)
+    out = context.run(context.on.config_changed(), dataclasses.replace(state, config={"region": "RegionTwo"}))
+    answered = [r for r in out.relations if r.endpoint == "identity-service"]
+    assert len(answered) == 3
+    assert {r.local_app_data["region"] for r in answered} == {"RegionTwo"}
+
+
+def test_a_changed_request_is_answered_on_its_relation_changed(
+    tmp_path: pathlib.Path, keystone: FakeKeystone
+) -> None:
+    context, state, (_, second, _) = settled_with(tmp_path, 3)
+    relation = state.get_relation(second)
+    changed = dataclasses.replace(
+        relation, remote_app_data=glance_request("glance1", region="RegionTwo").remote_app_data
+    )
+    state = dataclasses.replace(state, relations=[*(r for r in state.relations if r.id != second), changed])
+    calls = len(keystone.calls)
+    out = context.run(context.on.relation_changed(changed), state)
+    assert len(keystone.calls) > calls and "RegionTwo" in keystone.regions
+    assert out.get_relation(second).local_app_data["region"] == "RegionOne"  # keystone's own region
+
+
+def test_a_changed_request_not_answered_for_an_api_outage_is_answered_later(
+    tmp_path: pathlib.Path, keystone: FakeKeystone
+) -> None:
+    context, state, (first, _) = settled_with(tmp_path, 2)
+    relation = state.get_relation(first)
+    changed = dataclasses.replace(
+        relation, remote_app_data=glance_request("glance0", extra_roles=("member",)).remote_app_data
+    )
+    state = dataclasses.replace(state, relations=[*(r for r in state.relations if r.id != first), changed])
+    keystone.up = False
+    state = context.run(context.on.relation_changed(changed), state)
+    assert state.unit_status == testing.WaitingStatus("keystone API not answering yet")
+    keystone.up = True
+    out = context.run(context.on.update_status(), state)
+    assert json.loads(out.get_relation(first).local_app_data["processed-extra-roles"]) == ["member"]
+
+
+def test_the_keys_of_a_departed_relation_are_forgotten(
+    tmp_path: pathlib.Path, keystone: FakeKeystone
+) -> None:
+    context, state, (first, second) = settled_with(tmp_path, 2)
+    (peers,) = [r for r in state.relations if isinstance(r, testing.PeerRelation)]
+    assert {f"identity-service-{first}", f"identity-service-{second}"} <= set(peers.local_app_data)
+    out = context.run(context.on.relation_broken(state.get_relation(first)), state)
+    (peers,) = [r for r in out.relations if isinstance(r, testing.PeerRelation)]
+    assert f"identity-service-{first}" not in peers.local_app_data
+    assert f"identity-service-{second}" in peers.local_app_data
+
+
+def _answers(
+    out: testing.State, requests: list[octest.RelationFixture]
+) -> tuple[ids.IdentityServiceProviderData, idc.CredentialsProviderData]:
+    service_relation, credentials_relation = (f.relation.id for f in requests)
+    service = ids.IdentityServiceProviderData.from_databag(out.get_relation(service_relation).local_app_data)
+    credentials = idc.CredentialsProviderData.from_databag(
+        out.get_relation(credentials_relation).local_app_data
+    )
+    assert service is not None and credentials is not None
+    return service, credentials
+
+
+def _both_requests() -> list[octest.RelationFixture]:
+    return [
+        octest.RelationFixture(glance_request()),
+        octest.RelationFixture(
+            testing.Relation(
+                "identity-credentials",
+                remote_app_name="exporter",
+                remote_app_data={"username": "exporter"},
+            )
+        ),
+    ]
+
+
+def test_the_pod_address_is_https_when_the_pod_serves_tls(
+    tmp_path: pathlib.Path, keystone: FakeKeystone
+) -> None:
+    # traefik terminates plain http for the internal URL, the pod itself serves the certificate
+    context, requests = ctx(), _both_requests()
+    state = complete(
+        tmp_path,
+        ingress_fixture("ingress-internal", "http://10.20.1.10/test-model-keystone-k8s", app="keystone-k8s"),
+        certificates_fixture(app="keystone-k8s", model="test-model"),
+        *requests,
+    )
+    out = context.run(context.on.config_changed(), state)
+    assert out.unit_status.name == "active"
+    service, credentials = _answers(out, requests)
+    assert service.internal_auth_url == "http://10.20.1.10/test-model-keystone-k8s/v3"
+    assert service.internal_protocol == "http"
+    assert (service.auth_protocol, service.service_protocol, service.auth_port) == ("https", "https", "5000")
+    assert (credentials.auth_protocol, credentials.internal_protocol) == ("https", "https")
+
+
+def test_the_pod_address_is_http_without_a_certificate(
+    tmp_path: pathlib.Path, keystone: FakeKeystone
+) -> None:
+    # traefik serves https on the internal URL, the pod itself plain http
+    context, requests = ctx(), _both_requests()
+    state = complete(
+        tmp_path,
+        ingress_fixture("ingress-internal", "https://keystone.internal.example", app="keystone-k8s"),
+        *requests,
+    )
+    out = context.run(context.on.config_changed(), state)
+    assert out.unit_status.name == "active"
+    service, credentials = _answers(out, requests)
+    assert service.internal_auth_url == "https://keystone.internal.example/v3"
+    assert service.internal_protocol == "https"
+    assert (service.auth_protocol, service.service_protocol, service.auth_port) == ("http", "http", "5000")
+    assert (credentials.auth_protocol, credentials.internal_protocol) == ("http", "http")
+
+
+def test_a_certificate_arriving_later_reanswers_with_https(
+    tmp_path: pathlib.Path, keystone: FakeKeystone
+) -> None:
+    context, requests = ctx(), _both_requests()
+    ingress = ingress_fixture(
+        "ingress-internal", "http://10.20.1.10/test-model-keystone-k8s", app="keystone-k8s"
+    )
+    out = context.run(context.on.config_changed(), complete(tmp_path, ingress, *requests))
+    assert _answers(out, requests)[0].auth_protocol == "http"
+    certificates = certificates_fixture(app="keystone-k8s", model="test-model")
+    out = context.run(
+        context.on.relation_changed(certificates.relation), octest.state_with([certificates], base=out)
+    )
+    service, credentials = _answers(out, requests)
+    assert (service.auth_protocol, credentials.auth_protocol) == ("https", "https")
+
+
+def test_a_new_leader_reads_every_request(tmp_path: pathlib.Path, keystone: FakeKeystone) -> None:
+    # the request changed while another unit led: this unit may never have seen its relation-changed
+    context, state, (_, second) = settled_with(tmp_path, 2)
+    changed = dataclasses.replace(
+        state.get_relation(second),
+        remote_app_data=glance_request("glance1", region="RegionTwo").remote_app_data,
+    )
+    state = dataclasses.replace(state, relations=[*(r for r in state.relations if r.id != second), changed])
+    context.run(context.on.config_changed(), state)
+    assert "RegionTwo" not in keystone.regions  # no event of that relation: not read
+    context.run(context.on.leader_elected(), state)
+    assert "RegionTwo" in keystone.regions
+
+
+def test_an_upgrade_answers_every_request_again(tmp_path: pathlib.Path, keystone: FakeKeystone) -> None:
+    # a new revision may answer differently (as this one does the protocol of the pod address)
+    context, state, _ = settled_with(tmp_path, 2)
+    calls = len(keystone.calls)
+    out = context.run(context.on.upgrade_charm(), state)
+    assert out.unit_status == testing.ActiveStatus(PUBLIC_AUTH)
+    assert keystone.calls[calls:].count("ensure_user") == 2

@@ -48,7 +48,7 @@ LIBAPI = 0
 
 # Increment this PATCH version before using `charmcraft publish-lib` or reset
 # to 0 if you are raising the major API version
-LIBPATCH = 2
+LIBPATCH = 3
 
 PYDEPS: list[str] = []
 
@@ -170,7 +170,12 @@ def build_provider_data(
     credentials_secret_id: str,
     protocol: str = "http",
 ) -> CredentialsProviderData:
-    """Build the provider's answer; ``internal_url``/``public_url`` are keystone's base URLs."""
+    """Build the provider's answer; ``internal_url``/``public_url`` are keystone's base URLs.
+
+    ``bind_host``, ``port`` and ``protocol`` (the auth and internal triples) address
+    keystone itself, not its URLs: ``protocol`` is the scheme keystone serves on that
+    port (``https`` once it has a certificate), whatever the URLs' schemes.
+    """
     return CredentialsProviderData(
         api_version=API_VERSION,
         auth_host=bind_host,

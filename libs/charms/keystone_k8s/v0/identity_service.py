@@ -73,7 +73,7 @@ LIBAPI = 0
 
 # Increment this PATCH version before using `charmcraft publish-lib` or reset
 # to 0 if you are raising the major API version
-LIBPATCH = 2
+LIBPATCH = 3
 
 PYDEPS: list[str] = []
 
@@ -301,7 +301,9 @@ def build_provider_data(
     """Build the provider's answer, computed the way every keystone of this interface does.
 
     ``internal_url`` / ``public_url`` are keystone's base URLs (``/v3`` is appended);
-    ``bind_host`` and ``port`` are keystone's address on the relation's binding.
+    ``bind_host`` and ``port`` are keystone's address on the relation's binding and
+    ``protocol`` the scheme keystone serves there (``https`` once it has a certificate,
+    whatever the URLs' schemes): the auth and service triples.
     """
     internal_host, internal_port, internal_protocol = split_url(internal_url)
     internal_auth = auth_url(internal_url)
