@@ -166,8 +166,16 @@ def check_pins(requirements: Sequence[str], dev: pathlib.Path = REQUIREMENTS_DEV
     """Raise unless every requirement is pinned exactly as in ``dev`` (what the tests ran with)."""
     tested = _pins(dev.read_text().splitlines(), dev.name)
     problems: list[str] = []
-    for name, requirement in _pins(requirements, "the wiring").items():
+    asked: dict[str, Requirement] = {}
+    for line in requirements:
+        requirement = next(iter(_pins([line], "the wiring").values()))
+        name = canonicalize_name(requirement.name)
         pin = tested.get(name)
+        if name in asked:
+            # two handlers pinning one package differently: pip would refuse the file
+            problems.append(f"{asked[name]} and {requirement} both asked for")
+            continue
+        asked[name] = requirement
         if pin is None:
             problems.append(f"{requirement} is not in {dev.name}: the tests did not run with it")
         elif len(requirement.specifier) != 1 or next(iter(requirement.specifier)).operator != "==":
@@ -314,14 +322,15 @@ def src_modules(src: pathlib.Path) -> list[str]:
     return sorted(names, key=lambda module: (module != "charm", module))
 
 
-# Run by the charm's venv, so it can import nothing of the build's.
+# Run by the charm's venv, so it can import nothing of the build's. Not only
+# ImportError: a module that raises or exits while importing breaks every hook too.
 _IMPORT_EACH = """
 import importlib, sys
 for name in sys.argv[1:]:
     try:
         importlib.import_module(name)
     except BaseException as e:
-        print(f"{name}: {type(e).__name__}: {e}")
+        print(f"{name}: {type(e).__name__}: " + " ".join(str(e).split()))
 """
 
 

@@ -169,7 +169,10 @@ class PebbleApplier:
         previously = manifest.get("started", [])
         started = set(previously) if isinstance(previously, list) else set()
         acted: set[str] = set()
-        self._pending |= restart
+        # restarts owed by files changed in a hook that could not start services (the leader's
+        # work had to wait) are kept in the manifest, so a later hook still does them
+        owed = manifest.get("pending", [])
+        self._pending |= restart | (set(owed) & all_services if isinstance(owed, list) else set())
         if start and all_services:
             if manifest.get("layer") != layer_digest or not all_services <= started:
                 # replan starts what is stopped and restarts what the layer changed
@@ -187,6 +190,8 @@ class PebbleApplier:
             "layer": layer_digest,
             "started": sorted(started),
         }
+        if self._pending:
+            new_manifest["pending"] = sorted(self._pending)
         self._known = new_manifest
         return acted
 

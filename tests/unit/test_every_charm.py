@@ -188,3 +188,46 @@ def test_a_machine_charms_steady_hook_touches_nothing(charm: str, tmp_path: path
     out = ctx.run(ctx.on.config_changed(), settled)
     assert out.unit_status.name == "active", out.unit_status
     assert host.calls == [], f"a steady hook touched the host: {host.calls}"
+
+
+@pytest.mark.parametrize("charm", WITH_MANDATORY)
+def test_a_mandatory_relation_not_yet_answered_is_waited_for(charm: str, tmp_path: pathlib.Path) -> None:
+    ctx = charm_context(charm, root=tmp_path)
+    for fixture in complete_relations(charm, mandatory_only=True):
+        relation = fixture.relation
+        assert isinstance(relation, testing.Relation)
+        # related, but the provider has not answered yet (e.g. ingress before traefik routed it)
+        bare = dataclasses.replace(relation, remote_app_data={}, remote_units_data={0: {}})
+        state = complete_state(charm, tmp_path, execs=EXECS)
+        state = dataclasses.replace(
+            state, relations=[bare if r.endpoint == relation.endpoint else r for r in state.relations]
+        )
+        out = ctx.run(ctx.on.config_changed(), state)
+        assert out.unit_status.name == "waiting", f"{relation.endpoint} unanswered: {out.unit_status}"
+        assert relation.endpoint in out.unit_status.message, out.unit_status.message
+
+
+WITH_DATABASE_WORK = [
+    c
+    for c in WITH_LEADER_WORK
+    if any(f.relation.interface == "mysql_client" for f in complete_relations(c, mandatory_only=True))
+]
+
+
+@pytest.mark.parametrize("charm", WITH_DATABASE_WORK)
+def test_a_database_password_rotation_repeats_no_leader_work(charm: str, tmp_path: pathlib.Path) -> None:
+    ctx, settled = settle(charm, tmp_path)
+    ctx.exec_history.clear()
+    before = len(ran(ctx))
+    database = next(r for r in settled.relations if r.interface == "mysql_client")
+    assert isinstance(database, testing.Relation)
+    secret_id = database.remote_app_data["secret-user"]
+    rotated = [
+        dataclasses.replace(s, tracked_content={**s.tracked_content, "password": "rotated-password"})
+        if s.id == secret_id
+        else s
+        for s in settled.secrets
+    ]
+    out = ctx.run(ctx.on.config_changed(), dataclasses.replace(settled, secrets=rotated))
+    assert out.unit_status.name == "active", out.unit_status
+    assert ran(ctx)[before:] == [], "leader work ran again for a new database password"

@@ -75,7 +75,11 @@ def test_the_default_wiring_builds_the_handler_from_the_service_name() -> None:
     with context(context.on.config_changed(), testing.State(leader=True)) as manager:
         handler = manager.charm.handlers["amqp"]
         assert isinstance(handler, AMQPRequirer)
-        assert (handler.username, handler.vhost, handler.external_connectivity) == ("demo", "openstack", False)
+        assert (handler.username, handler.vhost, handler.external_connectivity) == (
+            "demo",
+            "openstack",
+            False,
+        )
 
 
 def test_external_connectivity_is_requested_through_own_wiring() -> None:

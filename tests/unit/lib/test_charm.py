@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-from collections.abc import Sequence
+import pathlib
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import ops
@@ -12,9 +14,11 @@ import pytest
 from openstack_charms.charm import OpenStackCharm
 from openstack_charms.config import InvalidOption, ServiceConfig, check_range
 from openstack_charms.context import ServiceContext
-from openstack_charms.plan import Workload
+from openstack_charms.k8s import K8sCharm
+from openstack_charms.plan import Command, File, LeaderTask, Service, Workload
 from openstack_charms.relations.base import Incomplete, RelationDataError, RelationHandler, load_json
 from openstack_charms.relations.wiring import Wire
+from openstack_charms.testing import container
 from ops import testing
 
 META = {
@@ -221,8 +225,6 @@ def test_app_secret_is_created_once_and_survives_leader_change() -> None:
 
 
 def test_a_unit_moves_to_the_leaders_new_secret_revision_only_when_it_changed() -> None:
-    import hashlib
-
     c = ctx()
     leader = c.run(c.on.config_changed(), complete())
     (secret,) = leader.secrets
@@ -244,3 +246,169 @@ def test_a_unit_moves_to_the_leaders_new_secret_revision_only_when_it_changed() 
     same = dataclasses.replace(complete(leader=False, peer_data=peer_data), secrets={rotated})
     out = c.run(c.on.config_changed(), same)
     assert next(iter(out.secrets)).tracked_content == {"key": "generated"}
+
+
+# -- the wiring table's order ------------------------------------------------------------
+
+
+class TableCharm(OpenStackCharm[ServiceConfig, ServiceContext[ServiceConfig]]):
+    config_class = ServiceConfig
+    context_class = ServiceContext
+    service_name = "demo"
+
+    def workloads(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[Workload]:
+        return []
+
+
+def test_missing_relations_are_named_in_the_tables_order_not_charmcraft_yaml_s() -> None:
+    meta = {
+        "name": "demo",
+        "requires": {
+            "messaging": {"interface": "rabbitmq"},
+            "identity-service": {"interface": "keystone"},
+            "database": {"interface": "mysql_client"},
+            "unknown": {"interface": "no-handler-for-this"},
+        },
+    }
+    context = testing.Context(TableCharm, meta=meta)
+    with context(context.on.config_changed(), testing.State(leader=True)) as manager:
+        out = manager.run()
+        assert list(manager.charm.handlers) == ["database", "messaging", "identity-service"]
+    assert out.unit_status == testing.BlockedStatus(
+        "missing relations: database, messaging, identity-service"
+    )
+
+
+# -- declared leader tasks ----------------------------------------------------------------
+
+K8S_META = {"name": "demo", "containers": {"demo": {}}, "peers": {"peers": {"interface": "demo-peers"}}}
+
+
+class TaskCharm(K8sCharm[ServiceConfig, ServiceContext[ServiceConfig]]):
+    config_class = ServiceConfig
+    context_class = ServiceContext
+    service_name = "demo"
+    service_user = "demo"
+    inputs: ClassVar[str] = "db:3306/demo"
+    conf: ClassVar[str] = "[DEFAULT]\n"
+
+    def workloads(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[Workload]:
+        conf = File("/etc/demo/demo.conf", self.conf, "demo")
+        return [Workload("demo", services=[Service("demo", "demo-api", user="demo")], files=[conf])]
+
+    def leader_work(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[LeaderTask]:
+        command = Command(("demo-manage", "db_sync", "--verbose"), user="demo")
+        return [LeaderTask("db-sync", "demo", command, inputs=self.inputs)]
+
+
+@pytest.fixture
+def _inputs() -> Iterator[None]:
+    yield
+    TaskCharm.inputs = "db:3306/demo"
+
+
+def task_state(root: pathlib.Path, *, leader: bool = True, code: int = 0, **kw: Any) -> testing.State:
+    execs = {testing.Exec(["demo-manage"], return_code=code, stderr="boom" if code else "")}
+    return testing.State(
+        leader=leader,
+        containers={container("demo", root, execs=execs)},
+        relations={testing.PeerRelation("peers", local_app_data=kw.pop("peer_data", {}))},
+        **kw,
+    )
+
+
+def syncs(context: testing.Context[Any]) -> list[list[str]]:
+    return [e.command for e in context.exec_history.get("demo", [])]
+
+
+def with_container(state: testing.State, root: pathlib.Path, code: int = 0) -> testing.State:
+    execs = {testing.Exec(["demo-manage"], return_code=code)}
+    # the same pod: its filesystem (under root), layers and running services stay
+    previous = next((c for c in state.containers if c.name == "demo"), None)
+    if previous is None:
+        return dataclasses.replace(state, containers={container("demo", root, execs=execs)})
+    return dataclasses.replace(state, containers={dataclasses.replace(previous, execs=execs)})
+
+
+@pytest.mark.usefixtures("_inputs")
+def test_a_declared_task_runs_once_per_distinct_inputs_before_the_services_start(
+    tmp_path: pathlib.Path,
+) -> None:
+    context = testing.Context(TaskCharm, meta=K8S_META)
+    out = context.run(context.on.config_changed(), task_state(tmp_path))
+    assert out.unit_status == testing.ActiveStatus()
+    assert syncs(context) == [["demo-manage", "db_sync", "--verbose"]]
+    assert out.get_container("demo").service_statuses == {"demo": ops.pebble.ServiceStatus.ACTIVE}
+    # the marker is the digest of the generation and of argv and inputs, one per line
+    inputs = "\n".join(("demo-manage", "db_sync", "--verbose", "db:3306/demo"))
+    expected = hashlib.sha256(f"0\n{inputs}".encode()).hexdigest()[:32]
+    assert out.get_relations("peers")[0].local_app_data["db-sync-done"] == expected
+
+    again = testing.Context(TaskCharm, meta=K8S_META)
+    again.run(again.on.config_changed(), with_container(out, tmp_path))
+    assert syncs(again) == [], "the same inputs ran the task again"
+
+    TaskCharm.inputs = "db2:3306/demo"
+    changed = testing.Context(TaskCharm, meta=K8S_META)
+    changed.run(changed.on.config_changed(), with_container(out, tmp_path))
+    assert syncs(changed) == [["demo-manage", "db_sync", "--verbose"]]
+
+
+def test_a_failed_task_waits_names_the_command_without_its_arguments_and_starts_nothing(
+    tmp_path: pathlib.Path,
+) -> None:
+    context = testing.Context(TaskCharm, meta=K8S_META)
+    out = context.run(context.on.config_changed(), task_state(tmp_path, code=1))
+    assert out.unit_status == testing.WaitingStatus("demo-manage db_sync failed (exit code 1); will retry")
+    assert "--verbose" not in out.unit_status.message
+    assert not out.get_container("demo").service_statuses
+    assert "db-sync-done" not in out.get_relations("peers")[0].local_app_data
+    assert (tmp_path / "demo" / "etc" / "demo" / "demo.conf").exists(), "files are in place for the retry"
+
+
+def test_a_follower_waits_for_the_leaders_task_and_never_runs_it(tmp_path: pathlib.Path) -> None:
+    context = testing.Context(TaskCharm, meta=K8S_META)
+    out = context.run(context.on.config_changed(), task_state(tmp_path, leader=False))
+    assert out.unit_status == testing.WaitingStatus("waiting for the leader to run demo-manage db_sync")
+    assert syncs(context) == []
+    assert not out.get_container("demo").service_statuses
+
+
+@pytest.mark.usefixtures("_inputs")
+def test_a_file_changed_while_the_leaders_work_waited_restarts_its_services_later(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    restarted: list[str] = []
+    real_restart = ops.Container.restart
+
+    def restart(self: ops.Container, *names: str) -> None:
+        restarted.extend(names)
+        real_restart(self, *names)
+
+    monkeypatch.setattr(ops.Container, "restart", restart)
+    context = testing.Context(TaskCharm, meta=K8S_META)
+    running = context.run(context.on.config_changed(), task_state(tmp_path))
+    assert running.get_container("demo").service_statuses == {"demo": ops.pebble.ServiceStatus.ACTIVE}
+
+    # the configuration changes (a new database): the file is rewritten, the db sync fails once
+    monkeypatch.setattr(TaskCharm, "conf", "[DEFAULT]\nconnection = db2\n")
+    TaskCharm.inputs = "db2:3306/demo"
+    failed = context.run(context.on.config_changed(), with_container(running, tmp_path, code=1))
+    assert failed.unit_status == testing.WaitingStatus("demo-manage db_sync failed (exit code 1); will retry")
+    assert (tmp_path / "demo/etc/demo/demo.conf").read_text() == "[DEFAULT]\nconnection = db2\n"
+    assert restarted == []
+
+    # the retry succeeds: the service, started before the change, must now run on the new file
+    retried = context.run(context.on.update_status(), with_container(failed, tmp_path))
+    assert retried.unit_status == testing.ActiveStatus()
+    assert restarted == ["demo"], "the service still runs with the file it read before the change"
+
+
+def test_a_plan_for_a_container_the_charm_does_not_declare_is_a_charm_bug(tmp_path: pathlib.Path) -> None:
+    class WrongCharm(TaskCharm):
+        def workloads(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[Workload]:
+            return [Workload("other")]
+
+    context = testing.Context(WrongCharm, meta=K8S_META)
+    with pytest.raises(testing.errors.UncaughtCharmError, match="containers declared"):
+        context.run(context.on.config_changed(), task_state(tmp_path))

@@ -82,6 +82,16 @@ def state(
 # -- the request -------------------------------------------------------------------------
 
 
+def test_both_endpoints_get_their_handler_from_the_wiring_table() -> None:
+    context = ctx()
+    with context(context.on.config_changed(), state()) as manager:
+        handlers = manager.charm.handlers
+        assert isinstance(handlers["identity-service"], IdentityServiceRequirer)
+        credentials = handlers["identity-credentials"]
+        assert isinstance(credentials, IdentityCredentialsRequirer)
+        assert credentials.request == idc.CredentialsRequest(username="demo", project="", domain="")
+
+
 def test_leader_publishes_the_request_in_the_app_databag() -> None:
     relation = testing.Relation("identity-service", interface="keystone", remote_app_name="keystone")
     out = ctx().run(ctx().on.relation_joined(relation), state(relation))

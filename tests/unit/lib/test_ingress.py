@@ -95,8 +95,12 @@ def test_each_endpoint_reads_its_own_url() -> None:
     state = testing.State(leader=True, relations={internal, public()}, model=MODEL)
     with context(context.on.config_changed(), state) as manager:
         manager.run()
-        assert manager.charm.handlers["ingress-internal"].context == IngressContext(url="http://10.20.0.10/openstack-demo")
-        assert manager.charm.handlers["ingress-public"].context == IngressContext(url="http://10.20.1.10/openstack-demo")
+        assert manager.charm.handlers["ingress-internal"].context == IngressContext(
+            url="http://10.20.0.10/openstack-demo"
+        )
+        assert manager.charm.handlers["ingress-public"].context == IngressContext(
+            url="http://10.20.1.10/openstack-demo"
+        )
 
 
 def test_incomplete_ingress_does_not_hold_the_charm_back() -> None:

@@ -72,7 +72,9 @@ def test_values_that_are_not_strings_are_guarded_too(
     with pytest.raises(UnsafeValue, match="line break"):
         render(tmp_path, "key = {{ value }}\n", file_format, value=Sneaky())
     # numbers and booleans cannot break a line: written as they are
-    assert render(tmp_path, "a = {{ n }}\nb = {{ flag }}\n", file_format, n=8, flag=True) == "a = 8\nb = True\n"
+    assert (
+        render(tmp_path, "a = {{ n }}\nb = {{ flag }}\n", file_format, n=8, flag=True) == "a = 8\nb = True\n"
+    )
 
 
 def test_text_is_for_whole_file_values_and_takes_them_as_they_are(tmp_path: pathlib.Path) -> None:
@@ -116,7 +118,9 @@ def test_uwsgi_refuses_what_it_would_expand(tmp_path: pathlib.Path, char: str) -
 
 
 def test_uwsgi_takes_an_ordinary_value(tmp_path: pathlib.Path) -> None:
-    content = render(tmp_path, "[uwsgi]\nmodule = {{ value }}\n", "uwsgi", value="glance.wsgi.api:application")
+    content = render(
+        tmp_path, "[uwsgi]\nmodule = {{ value }}\n", "uwsgi", value="glance.wsgi.api:application"
+    )
     assert content == "[uwsgi]\nmodule = glance.wsgi.api:application\n"
 
 
@@ -142,7 +146,9 @@ def test_format_of_the_files_the_charms_render(path: str, expected: str) -> None
     assert format_of(path) == expected
 
 
-@pytest.mark.parametrize("path", ["/etc/keystone/fernet-keys/0", "/etc/demo/ca-bundle.pem", "/etc/demo/x.yaml"])
+@pytest.mark.parametrize(
+    "path", ["/etc/keystone/fernet-keys/0", "/etc/demo/ca-bundle.pem", "/etc/demo/x.yaml"]
+)
 def test_format_of_an_unknown_file_asks_for_it_explicitly(path: str) -> None:
     with pytest.raises(ValueError, match="format"):
         format_of(path)
@@ -156,7 +162,13 @@ def bare_context() -> ServiceContext[ServiceConfig]:
 
 
 def test_every_shared_part_is_covered() -> None:
-    assert {p.stem for p in PARTS} >= {"database", "default", "keystone_authtoken", "messaging", "service_user"}
+    assert {p.stem for p in PARTS} >= {
+        "database",
+        "default",
+        "keystone_authtoken",
+        "messaging",
+        "service_user",
+    }
 
 
 @pytest.mark.parametrize("part", PARTS, ids=[p.stem for p in PARTS])
@@ -174,7 +186,9 @@ def test_each_part_renders_with_its_relation_absent(tmp_path: pathlib.Path, part
 
 
 def test_default_part_without_amqp_writes_no_transport_url(tmp_path: pathlib.Path) -> None:
-    content = render(tmp_path, '[DEFAULT]\n{% include "parts/default.j2" %}', "oslo", **bare_context().template_vars())
+    content = render(
+        tmp_path, '[DEFAULT]\n{% include "parts/default.j2" %}', "oslo", **bare_context().template_vars()
+    )
     assert "debug = false\n" in content
     assert "log_config_append = /etc/demo/logging.conf\n" in content
     assert "transport_url" not in content

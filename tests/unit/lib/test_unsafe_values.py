@@ -105,10 +105,16 @@ def ingress(endpoint: str, url: str | None = None) -> testing.Relation:
     return dataclasses.replace(relation, remote_app_data={"ingress": json.dumps({"url": url})})
 
 
-def run(*relations: testing.Relation, config: dict[str, Any] | None = None) -> tuple[testing.State, dict[str, str]]:
+def run(
+    *relations: testing.Relation, config: dict[str, Any] | None = None
+) -> tuple[testing.State, dict[str, str]]:
     context = ctx()
     state = testing.State(
-        leader=True, model=MODEL, containers={container("demo")}, relations=set(relations), config=config or {}
+        leader=True,
+        model=MODEL,
+        containers={container("demo")},
+        relations=set(relations),
+        config=config or {},
     )
     out = context.run(context.on.config_changed(), state)
     return out, pushed_files(out, context, "demo")

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import ops
 import pytest
-from openstack_charms.pebble import MANIFEST, PebbleApplier
+from openstack_charms.pebble import MANIFEST, PebbleApplier, layer
 from openstack_charms.plan import Check, Command, Directory, File, Service, Workload
 from openstack_charms.testing import container
 from ops import testing
@@ -216,3 +216,82 @@ def test_files_changed_before_a_start_restart_their_services_at_the_start(tmp_pa
     ctx = testing.Context(Charm, meta=META)
     ctx.run(ctx.on.config_changed(), once)
     assert DemoCharm.acted == {"api", "worker"}
+
+
+def test_layer_is_built_from_the_declared_workload_alone() -> None:
+    wl = Workload(
+        "app",
+        services=[Service("api", "app-api", user="app", group="app", summary="the API")],
+        checks=[
+            Check.http("api-up", "https://localhost:8443/v3", level="alive"),
+            Check.exec("queue", "app-status --queue", user="app"),
+            Check.tcp("port", 5672, "broker"),
+        ],
+    )
+    assert layer(wl) == {
+        "summary": "app managed by its charm",
+        "services": {
+            "api": {
+                "override": "replace",
+                "summary": "the API",
+                "command": "app-api",
+                "startup": "enabled",
+                "user": "app",
+                "group": "app",
+            }
+        },
+        "checks": {
+            "api-up": {
+                "override": "replace",
+                "level": "alive",
+                "period": "10s",
+                "threshold": 3,
+                "http": {"url": "https://localhost:8443/v3"},
+            },
+            "queue": {
+                "override": "replace",
+                "level": "ready",
+                "period": "10s",
+                "threshold": 3,
+                "exec": {"command": "app-status --queue", "user": "app"},
+            },
+            "port": {
+                "override": "replace",
+                "level": "ready",
+                "period": "10s",
+                "threshold": 3,
+                "tcp": {"port": 5672, "host": "broker"},
+            },
+        },
+    }
+    assert "checks" not in layer(Workload("app", services=wl.services))
+
+
+def test_workloads_of_one_target_merge_and_of_two_targets_refuse() -> None:
+    merged = workload() + Workload("app", files=[File("/etc/app/extra.conf", "x")])
+    assert [f.path for f in merged.files] == [
+        "/etc/app/app.conf",
+        "/etc/app/uwsgi.ini",
+        "/etc/app/extra.conf",
+    ]
+    assert [s.name for s in merged.services] == ["api", "worker"]
+    with pytest.raises(ValueError, match="cannot merge"):
+        workload() + Workload("other")
+
+
+def test_a_directory_without_parents_waits_for_its_missing_storage() -> None:
+    class Charm(DemoCharm):
+        def _apply(self, _: ops.EventBase) -> None:
+            from openstack_charms.status import Waiting
+
+            wl = Workload("app", directories=[Directory("/srv/images/store", "app", make_parents=False)])
+            try:
+                PebbleApplier(self.unit.get_container("app"), wl, {"/srv/images": "images"}).apply(start=True)
+            except Waiting as e:
+                self.unit.status = e.status()
+
+    ctx = testing.Context(Charm, meta=META)
+    out = ctx.run(
+        ctx.on.config_changed(), testing.State(containers={testing.Container("app", can_connect=True)})
+    )
+    assert out.unit_status == testing.WaitingStatus("waiting for storage images at /srv/images")
