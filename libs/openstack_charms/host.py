@@ -262,9 +262,10 @@ class HostApplier:
         old = self._manifest()
         new: dict[str, Any] = {
             "v": MANIFEST_VERSION,
+            # copies of what was applied, updated step by step: a failure half-way records what was done
             "packages": dict(old.get("packages") or {}),
-            "dirs": {},
-            "files": {},
+            "dirs": dict(old.get("dirs") or {}),
+            "files": dict(old.get("files") or {}),
             "started": list(old.get("started") or []),
             "pending": list(old.get("pending") or []),
         }
@@ -281,7 +282,6 @@ class HostApplier:
     def _apply(self, old: dict[str, Any], new: dict[str, Any], *, start: bool) -> set[str]:
         self._install(new["packages"])
         old_dirs: dict[str, Any] = old.get("dirs") or {}
-        new["dirs"] = dict(old_dirs)
         for d in self.workload.directories:
             new["dirs"][d.path] = self._directory(d, old_dirs.get(d.path))
         for stale in set(old_dirs) - {d.path for d in self.workload.directories}:
@@ -289,7 +289,6 @@ class HostApplier:
             del new["dirs"][stale]
         names = [s.name for s in self.workload.services]
         old_files: dict[str, Any] = old.get("files") or {}
-        new["files"] = dict(old_files)
         pending: set[str] = set(new["pending"])
         reload = False
         for f in self.workload.files:
@@ -297,12 +296,12 @@ class HostApplier:
             new["files"][f.path] = entry
             if content_changed:
                 pending |= set(names) if f.restarts is None else set(f.restarts)
+                new["pending"] = sorted(pending)
                 reload |= f.path.startswith(CHARM_UNITS + "/")
         for stale in sorted(set(old_files) - {f.path for f in self.workload.files}):
             self.backend.remove(stale)
             del new["files"][stale]
             reload |= stale.startswith(CHARM_UNITS + "/")
-        new["pending"] = sorted(pending)
         if reload:
             self.backend.daemon_reload()
         if not start:
@@ -877,6 +876,8 @@ class ExecLine:
     argv: tuple[str, ...]
     ignore_failure: bool
     privileged: bool
+    executable: str | None = None
+    """With ``@``: the program, ``argv[0]`` being the name it is given."""
 
 
 def _exec_line(unit: Unit, line: str, specs: Mapping[str, str], env: Mapping[str, str]) -> ExecLine:
@@ -902,8 +903,9 @@ def _exec_line(unit: Unit, line: str, specs: Mapping[str, str], env: Mapping[str
     if not words:
         raise HostError(f"service {unit.name}: empty command line", retry=False)
     if argv0 is not None:
-        # '@': the first word is the program, the second the argv[0] it is given
-        words = [words[0], *words[2:]]
+        if len(words) < 2:
+            raise HostError(f"service {unit.name}: '@' needs a program and its argv[0]", retry=False)
+        return ExecLine(tuple(words[1:]), ignore, privileged, executable=words[0])
     return ExecLine(tuple(words), ignore, privileged)
 
 
@@ -983,6 +985,7 @@ class ProcessServices:
         with open(self.state_dir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 list(main.argv),
+                executable=main.executable,
                 env=env,
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
@@ -1037,6 +1040,7 @@ class ProcessServices:
             try:
                 code = subprocess.call(
                     list(line.argv),
+                    executable=line.executable,
                     env=env,
                     cwd=cwd,
                     stdin=subprocess.DEVNULL,
@@ -1076,12 +1080,17 @@ class ProcessServices:
             if not names:
                 continue
             mode = int(unit.get(key.replace("Directory", "DirectoryMode"), "0755"), 8)
-            uid, gid, _ = _user_ids(user or "root", group)
+            # systemd gives every one of them to the service's user but the configuration directory
+            owner = "root" if key == "ConfigurationDirectory" else user or "root"
+            uid, gid, _ = _user_ids(owner, None if owner == "root" else group)
             for sub in names:
                 path = os.path.join(root, sub)
-                os.makedirs(path, mode=mode, exist_ok=True)
-                os.chown(path, uid, gid)
-                os.chmod(path, mode)
+                try:
+                    os.makedirs(path, mode=mode, exist_ok=True)
+                    os.chown(path, uid, gid)
+                    os.chmod(path, mode)
+                except OSError as e:
+                    raise HostError(f"service {unit.name}: cannot make {path}: {e.strerror}") from None
 
     def stop(self, name: str) -> None:
         pid = self.pid(name)

@@ -117,7 +117,9 @@ class Check:
         return cls(name, "exec", command=command, user=user, level=level)
 
     @classmethod
-    def tcp(cls, name: str, port: int, host: str = "", *, level: Literal["alive", "ready"] = "ready") -> Check:
+    def tcp(
+        cls, name: str, port: int, host: str = "", *, level: Literal["alive", "ready"] = "ready"
+    ) -> Check:
         """A check that ``host:port`` (default: this target) accepts a connection."""
         return cls(name, "tcp", port=port, host=host, level=level)
 
