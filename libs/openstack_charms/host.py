@@ -19,6 +19,11 @@ Packages and running services are trusted from the manifest: a package removed
 or a service killed by hand is not looked for in a steady hook (systemd's
 ``Restart=`` is what brings a crashed service back).
 
+A :class:`~openstack_charms.plan.Service` declared with a ``command`` gets a
+unit the applier writes (:func:`unit_file`) unless the charm declares that
+file itself; one without takes the unit its package ships. Health checks are
+not the applier's: on a machine they are the charm's own (update-status).
+
 Everything that touches the machine goes through a :class:`HostBackend`:
 :class:`SystemHost` is the real one; ``openstack_charms.testing.host.FakeHost``
 stands in for it in unit tests. Services are managed by :class:`SystemdServices`
@@ -44,7 +49,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-from .plan import HOST, Apt, Command, Directory, File, Snap, Workload, _digest
+from .plan import HOST, Apt, Command, Directory, File, Service, Snap, Workload, _digest
 from .status import Blocked, Waiting
 
 logger = logging.getLogger(__name__)
@@ -208,6 +213,16 @@ class HostApplier:
         self.state_dir = pathlib.Path(state_dir)
         self.manifest_path = self.state_dir / "manifest.json"
         self.backend: HostBackend = backend if backend is not None else SystemHost(self.state_dir)
+        written = {f.path for f in workload.files}
+        # a service declared with a command needs a unit, unless the charm writes its own
+        self._files: tuple[File, ...] = (
+            *workload.files,
+            *(
+                unit
+                for unit in (unit_file(s) for s in workload.services if s.command)
+                if unit.path not in written
+            ),
+        )
         self._read: dict[str, Any] | None = None
         self._known: dict[str, Any] | None = None
         self._written: dict[str, Any] | None = None
@@ -291,14 +306,14 @@ class HostApplier:
         old_files: dict[str, Any] = old.get("files") or {}
         pending: set[str] = set(new["pending"])
         reload = False
-        for f in self.workload.files:
+        for f in self._files:
             entry, content_changed = self._file(f, old_files.get(f.path))
             new["files"][f.path] = entry
             if content_changed:
                 pending |= set(names) if f.restarts is None else set(f.restarts)
                 new["pending"] = sorted(pending)
                 reload |= f.path.startswith(CHARM_UNITS + "/")
-        for stale in sorted(set(old_files) - {f.path for f in self.workload.files}):
+        for stale in sorted(set(old_files) - {f.path for f in self._files}):
             self.backend.remove(stale)
             del new["files"][stale]
             reload |= stale.startswith(CHARM_UNITS + "/")
@@ -327,10 +342,9 @@ class HostApplier:
     def _directory(self, d: Directory, entry: Any) -> dict[str, Any]:
         digest = d.digest()
         st = self.backend.stat(d.path)
-        if isinstance(entry, dict) and entry.get("digest") == digest and st is not None:
-            seen = entry.get("stat")
-            if isinstance(seen, list) and len(seen) == 6 and _dir_key(st) == _dir_key(Stat(*seen)):
-                return entry
+        seen = _recorded(entry, digest)
+        if st is not None and seen is not None and _dir_key(st) == _dir_key(seen):
+            return entry
         if st is None:
             parent = os.path.dirname(d.path.rstrip("/")) or "/"
             if not d.make_parents and self.backend.stat(parent) is None:
@@ -349,10 +363,8 @@ class HostApplier:
         """The file's manifest entry after making it right, and whether its content changed."""
         digest = f.digest()
         st = self.backend.stat(f.path)
-        if isinstance(entry, dict) and entry.get("digest") == digest and st is not None:
-            seen = entry.get("stat")
-            if isinstance(seen, list) and Stat(*seen) == st:
-                return entry, False
+        if st is not None and st == _recorded(entry, digest):
+            return entry, False
         data = f.content.encode()
         current = self.backend.read(f.path) if st is not None else None
         if current != data:
@@ -412,8 +424,58 @@ class HostApplier:
         return done.stdout
 
 
+def _recorded(entry: Any, digest: str) -> Stat | None:
+    """What the manifest saw of a path last applied with this digest (None: another digest, or garbled)."""
+    if not isinstance(entry, dict) or entry.get("digest") != digest:
+        return None
+    seen = entry.get("stat")
+    if (
+        not isinstance(seen, list)
+        or len(seen) != len(Stat._fields)
+        or not all(isinstance(v, int) for v in seen)
+    ):
+        return None
+    return Stat(*seen)
+
+
 def _dir_key(st: Stat) -> tuple[int, int, int, int]:
     return st.ino, st.mode, st.uid, st.gid
+
+
+def _systemd_quote(word: str, *, command: bool = True) -> str:
+    """One word as systemd reads it back verbatim: quoted, with no specifier (nor, in a command, variable)."""
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return '"' + (escaped.replace("$", "$$") if command else escaped) + '"'
+
+
+def unit_file(service: Service) -> File:
+    """The unit the charm writes for a service declared with a command (restarting it when it changes).
+
+    The command is split as Pebble splits it and every word quoted, so the
+    process gets exactly those arguments; the environment is set verbatim.
+    """
+    lines = [
+        "[Unit]",
+        f"Description={service.summary or service.name} (managed by its charm)",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        "ExecStart=" + " ".join(_systemd_quote(w) for w in shlex.split(service.command)),
+    ]
+    if service.user:
+        lines.append(f"User={service.user}")
+    if service.group:
+        lines.append(f"Group={service.group}")
+    lines += [
+        f"Environment={_systemd_quote(f'{k}={v}', command=False)}" for k, v in service.environment.items()
+    ]
+    lines += ["Restart=on-failure", "", "[Install]", "WantedBy=multi-user.target", ""]
+    return File(
+        f"{CHARM_UNITS}/{service.name}.service",
+        "\n".join(lines),
+        permissions=0o644,
+        restarts=(service.name,),
+    )
 
 
 # the real machine
@@ -751,7 +813,7 @@ def _unit_lines(text: str) -> Iterable[tuple[str, str, str]]:
 
 def load_unit(name: str, unit_path: Iterable[str] = UNIT_PATH) -> Unit:
     """Read ``name``'s unit file (the first found along ``unit_path``) and its ``.d/*.conf`` drop-ins."""
-    unit_name = name if "." in name else f"{name}.service"
+    unit_name = name if name.endswith(".service") else f"{name}.service"
     dirs = list(unit_path)
     for directory in dirs:
         path = os.path.join(directory, unit_name)

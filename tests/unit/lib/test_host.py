@@ -508,3 +508,23 @@ def test_oneshot_is_refused(tmp_path: Path) -> None:
     with pytest.raises(HostError, match=r"Type=oneshot") as e:
         ProcessServices(tmp_path / "state", [str(units)]).start("once")
     assert e.value.retry is False
+
+
+def test_a_service_with_a_command_gets_a_unit_that_runs_exactly_it(fake: FakeHost, tmp_path: Path) -> None:
+    command = '/usr/bin/api --name \'a b\' --literal %n$HOME --quote "x\\"y"'
+    service = Service("api", command, user="api", environment={"GREETING": "hi there", "PCT": "100%"})
+    w = Workload(HOST, services=(service,))
+    assert applier(fake, tmp_path, w).apply(start=True) == {"api"}
+    assert fake.calls[:2] == [("write", UNIT), ("daemon-reload",)]
+    unit = load_unit("api", [str(fake.path("/etc/systemd/system"))])
+    assert unit.get("User") == "api"
+    specs = host_module._specifiers(unit, None)
+    env = {"HOME": "/nope"}
+    line = host_module._exec_line(unit, unit.get("ExecStart"), specs, env)
+    assert list(line.argv) == ["/usr/bin/api", "--name", "a b", "--literal", "%n$HOME", "--quote", 'x"y']
+    environment = ProcessServices(tmp_path, [])._environment(unit, None, specs)
+    assert environment["GREETING"] == "hi there" and environment["PCT"] == "100%"
+    # the charm's own unit file wins over the generated one
+    own = File(UNIT, "[Service]\nExecStart=/bin/own\n", permissions=0o644)
+    applier(fake, tmp_path, Workload(HOST, services=(service,), files=(own,))).apply(start=True)
+    assert fake.read_text(UNIT) == own.content
