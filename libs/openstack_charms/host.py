@@ -47,7 +47,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import IO, Any, NamedTuple, Protocol
 
 from .plan import HOST, Apt, Command, Directory, File, Service, Snap, Workload, _digest
 from .status import Blocked, Waiting
@@ -999,6 +999,12 @@ class ProcessServices:
     def _pid_path(self, name: str) -> pathlib.Path:
         return self.state_dir / f"{name}.pid"
 
+    def _log(self, name: str) -> IO[bytes]:
+        # a service's output may hold what its configuration holds: readable by root only
+        return os.fdopen(
+            os.open(self.state_dir / f"{name}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab"
+        )
+
     def pid(self, name: str) -> int | None:
         """The main process of the service, if it runs."""
         try:
@@ -1044,7 +1050,7 @@ class ProcessServices:
         for line in lines["ExecStartPre"]:
             self._run_to_end(name, line, env, cwd, creds)
         main = lines["ExecStart"][0]
-        with open(self.state_dir / f"{name}.log", "ab") as log:
+        with self._log(name) as log:
             proc = subprocess.Popen(
                 list(main.argv),
                 executable=main.executable,
@@ -1098,7 +1104,7 @@ class ProcessServices:
     def _run_to_end(
         self, name: str, line: ExecLine, env: Mapping[str, str], cwd: str, creds: Mapping[str, Any]
     ) -> None:
-        with open(self.state_dir / f"{name}.log", "ab") as log:
+        with self._log(name) as log:
             try:
                 code = subprocess.call(
                     list(line.argv),
@@ -1157,7 +1163,11 @@ class ProcessServices:
     def stop(self, name: str) -> None:
         pid = self.pid(name)
         if pid is not None:
-            unit = load_unit(name, self.unit_path)
+            try:
+                unit = load_unit(name, self.unit_path)
+            except HostError:
+                # the package went first: stop what runs the way systemd stops by default
+                unit = Unit(f"{name}.service", "")
             sig = _signal(unit.get("KillSignal", "SIGTERM"))
             mode = unit.get("KillMode", "control-group")
             whole_group = mode in ("control-group", "mixed")

@@ -93,7 +93,7 @@ class FakeHost:
         self.owners[path] = (old_uid if uid is None else uid, old_gid if gid is None else gid)
         if mode is not None:
             self.path(path).chmod(mode)
-        # a real chown moves the ctime; touching the mode does it for the owner-only case
+        # a real chown moves the ctime: so does this chmod to the same mode
         os.chmod(self.path(path), stat.S_IMODE(self.path(path).stat().st_mode))
 
     def _op(self, *call: str) -> None:
