@@ -1051,18 +1051,21 @@ class ProcessServices:
             self._run_to_end(name, line, env, cwd, creds)
         main = lines["ExecStart"][0]
         with self._log(name) as log:
-            proc = subprocess.Popen(
-                list(main.argv),
-                executable=main.executable,
-                env=env,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                umask=int(unit.get("UMask", "0022"), 8),
-                **({} if main.privileged else creds),
-            )
+            try:
+                proc = subprocess.Popen(
+                    list(main.argv),
+                    executable=main.executable,
+                    env=env,
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    umask=int(unit.get("UMask", "0022"), 8),
+                    **({} if main.privileged else creds),
+                )
+            except OSError as e:
+                raise HostError(f"service {name} cannot start: {e.strerror}") from None
         if kind == "forking":
             pid = self._forked_pid(unit, proc, specs)
         else:
@@ -1119,6 +1122,10 @@ class ProcessServices:
                 )
             except subprocess.TimeoutExpired:
                 code = -1
+            except OSError as e:
+                if not line.ignore_failure:
+                    raise HostError(f"service {name} cannot start: {e.strerror}") from None
+                code = 0
         if code != 0 and not line.ignore_failure:
             self._failed(name, f"{os.path.basename(line.argv[0])} exited with code {code}")
 

@@ -528,3 +528,86 @@ def test_a_service_with_a_command_gets_a_unit_that_runs_exactly_it(fake: FakeHos
     own = File(UNIT, "[Service]\nExecStart=/bin/own\n", permissions=0o644)
     applier(fake, tmp_path, Workload(HOST, services=(service,), files=(own,))).apply(start=True)
     assert fake.read_text(UNIT) == own.content
+
+
+def test_a_service_whose_program_is_missing_waits(tmp_path: Path) -> None:
+    write_unit(tmp_path / "units", "gone.service", "[Service]\nExecStart=/nonexistent/daemon\n")
+    with pytest.raises(HostError, match=r"^service gone cannot start: No such file or directory$"):
+        ProcessServices(tmp_path / "state", [str(tmp_path / "units")]).start("gone")
+
+
+class FakeSnapModule:
+    """charmlibs.snap's surface the backend uses."""
+
+    class Error(Exception):
+        pass
+
+    class NotInStoreError(Error):
+        pass
+
+    class ChannelNotAvailableError(Error):
+        pass
+
+    class RevisionNotAvailableError(Error):
+        pass
+
+    class NeedsClassicError(Error):
+        pass
+
+    class SocketNotFoundError(Error):
+        pass
+
+    def __init__(self, raises: Exception | None = None) -> None:
+        self.raises = raises
+        self.calls: list[tuple[Any, ...]] = []
+
+    def ensure_installed(self, name: str, channel: str | None, **kwargs: Any) -> bool:
+        self.calls.append(("ensure_installed", name, channel, kwargs))
+        if self.raises:
+            raise self.raises
+        return True
+
+    def hold(self, name: str) -> None:
+        self.calls.append(("hold", name))
+
+    def set(self, name: str, settings: dict[str, str]) -> None:
+        self.calls.append(("set", name, settings))
+
+
+@pytest.fixture
+def fake_snap(monkeypatch: pytest.MonkeyPatch) -> Any:
+    import charmlibs
+
+    def install(raises: Exception | None = None) -> FakeSnapModule:
+        module = FakeSnapModule(raises)
+        monkeypatch.setitem(sys.modules, "charmlibs.snap", module)
+        monkeypatch.setattr(charmlibs, "snap", module, raising=False)
+        return module
+
+    return install
+
+
+def test_a_snap_is_installed_held_at_its_revision_and_configured(fake_snap: Any, tmp_path: Path) -> None:
+    module = fake_snap()
+    SystemHost(tmp_path).install_snap(Snap("microovn", "24.03/stable", "667", settings={"a": "1"}))
+    assert module.calls == [
+        (
+            "ensure_installed",
+            "microovn",
+            "24.03/stable",
+            {"revision": "667", "classic": False, "update": False},
+        ),
+        ("hold", "microovn"),
+        ("set", "microovn", {"a": "1"}),
+    ]
+
+
+def test_snap_errors_block_or_wait(fake_snap: Any, tmp_path: Path) -> None:
+    fake_snap(FakeSnapModule.NotInStoreError("no such snap in the store\ndetails"))
+    with pytest.raises(HostError, match=r"^snap nope cannot be installed: NotInStoreError$") as e:
+        SystemHost(tmp_path).install_snap(Snap("nope"))
+    assert e.value.retry is False
+    fake_snap(FakeSnapModule.Error("store timeout"))
+    with pytest.raises(HostError, match=r"^installing snap lxd failed; will retry$") as e:
+        SystemHost(tmp_path).install_snap(Snap("lxd"))
+    assert e.value.retry is True
