@@ -498,7 +498,8 @@ def _user_ids(user: str, group: str | None = None) -> tuple[int, int, list[int]]
 
 
 def _base_environment(user: str | None) -> dict[str, str]:
-    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"}
+    """What systemd gives a service before its own settings: PATH, and the account of its User=."""
+    env = {"PATH": DEFAULT_PATH}
     if user:
         import pwd
 
@@ -679,7 +680,8 @@ class SystemHost:
         if command.user or command.group:
             uid, gid, groups = _user_ids(command.user or "root", command.group)
             kwargs = {"user": uid, "group": gid, "extra_groups": groups}
-        env = _base_environment(command.user) | dict(command.environment)
+        # a fixed locale: the charm may parse what the command prints
+        env = _base_environment(command.user) | {"LANG": "C.UTF-8"} | dict(command.environment)
         try:
             done = subprocess.run(
                 list(command.argv),

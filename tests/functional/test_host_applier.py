@@ -43,6 +43,11 @@ PACKAGE = "tinyproxy"
 PIN = "1.11.1-2.1+deb12u1"
 CONFIG = "/etc/tinyproxy/charm.conf"
 DEFAULTS = "/etc/default/tinyproxy"
+#: a service the charm declares with a command: the applier writes its unit
+PROBE = "host-applier-probe"
+PROBE_UNIT = f"/etc/systemd/system/{PROBE}.service"
+#: reaches the process verbatim: no variable nor specifier expansion
+PROBE_VALUE = "a b $HOME %n"
 #: what the counting wrappers count: every package and service tool the applier could run
 COUNTED = ("apt-get", "apt-cache", "dpkg", "dpkg-query", "systemctl", "snap")
 
@@ -166,13 +171,23 @@ def tinyproxy_workload(port: int, via: str) -> Workload:
             File(DEFAULTS, f'FLAGS="-c {CONFIG}"\n', permissions=0o644, restarts=("tinyproxy",)),
             File(CONFIG, config, user="root", group="tinyproxy", permissions=0o640, restarts=("tinyproxy",)),
         ),
-        services=(Service("tinyproxy"),),
+        services=(
+            Service("tinyproxy"),
+            Service(
+                PROBE, "/bin/sleep 600", user="nobody", group="nogroup", environment={"PROBE": PROBE_VALUE}
+            ),
+        ),
     )
 
 
 def proc_status(pid: int) -> dict[str, str]:
     lines = pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
     return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def proc_environ(pid: int) -> dict[str, str]:
+    entries = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(os.fsdecode(e).partition("=")[::2] for e in entries if e)
 
 
 def test_tinyproxy_installed_configured_started_restarted_and_steady(
@@ -206,7 +221,7 @@ def test_tinyproxy_installed_configured_started_restarted_and_steady(
             pytest.fail(f"{e.message}\n{log.read_text() if log.exists() else ''}")
         figures["first apply (s)"] = round(time.monotonic() - began, 2)
         figures["tool calls, first apply"] = len(counting_path.read_text().splitlines())
-        assert acted == {"tinyproxy"}
+        assert acted == {"tinyproxy", PROBE}
         assert installed(PACKAGE)
         version = subprocess.run(
             ["dpkg-query", "-W", "-f", "${Version}", PACKAGE], capture_output=True, text=True, check=True
@@ -228,12 +243,23 @@ def test_tinyproxy_installed_configured_started_restarted_and_steady(
         assert "first" in answer.split("\r\n\r\n")[0]  # the Via header names our ViaProxyName
         # the daemon dropped to the user its config names
         assert proc_status(first)["Uid"].split()[0] == str(pwd.getpwnam("tinyproxy").pw_uid)
+        # the charm's own unit, run as its User= and Group= with its Environment=, exactly
+        probe = services.pid(PROBE)
+        assert probe is not None
+        assert pathlib.Path(f"/proc/{probe}/cmdline").read_bytes() == b"/bin/sleep\x00600\x00"
+        status = proc_status(probe)
+        assert status["Uid"].split()[0] == str(pwd.getpwnam("nobody").pw_uid)
+        assert status["Gid"].split()[0] == str(grp.getgrnam("nogroup").gr_gid)
+        environ = proc_environ(probe)
+        assert environ["PROBE"] == PROBE_VALUE and environ["USER"] == "nobody"
 
         # 2. a changed file restarts its service: a new process, answering with the new config
         began = time.monotonic()
         acted = HostApplier(tinyproxy_workload(port, "second"), state, backend).apply(start=True)
         figures["changed apply (s)"] = round(time.monotonic() - began, 2)
+        # only the service whose file changed
         assert acted == {"tinyproxy"}
+        assert services.pid(PROBE) == probe
         second = services.pid("tinyproxy")
         assert second is not None and second != first
         assert not pathlib.Path(f"/proc/{first}").exists()
@@ -259,11 +285,19 @@ def test_tinyproxy_installed_configured_started_restarted_and_steady(
         assert audit.opened == [str(state / "manifest.json")]
         assert services.pid("tinyproxy") == second
         figures["tool calls, steady apply"] = 0
+
+        # 5. what the charm no longer declares goes: its services stopped, its files removed
+        acted = HostApplier(Workload(HOST, packages=(Apt(PACKAGE, PIN),)), state, backend).apply(start=True)
+        assert acted == set()
+        assert services.pid("tinyproxy") is None and services.pid(PROBE) is None
+        assert not any(os.path.exists(p) for p in (CONFIG, DEFAULTS, PROBE_UNIT))
     finally:
-        # 5. leave nothing behind: the service, the charm's file, the package and what it made
+        # 6. leave nothing behind, also on failure: the services, the charm's files, the package
         services.stop("tinyproxy")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(CONFIG)
+        services.stop(PROBE)
+        for path in (CONFIG, PROBE_UNIT):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         if installed(PACKAGE) or installed("tinyproxy-bin"):
             subprocess.run(
                 ["apt-get", "purge", "-y", "-q", PACKAGE, "tinyproxy-bin"],
@@ -280,7 +314,6 @@ def test_tinyproxy_installed_configured_started_restarted_and_steady(
         print(f"\nhost applier, tinyproxy {PIN}: {figures}")
         print("tool calls:", " | ".join(counting_path.read_text().splitlines()))
     assert not installed(PACKAGE) and not installed("tinyproxy-bin")
-    assert services.pid("tinyproxy") is None
     assert not os.path.exists(DEFAULTS)
 
 
