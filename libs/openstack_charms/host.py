@@ -47,9 +47,9 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from typing import IO, Any, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from .plan import HOST, Apt, Command, Directory, File, Service, Snap, Workload, _digest
+from .plan import HOST, Applier, Apt, Command, Directory, File, Service, Snap, Workload, _digest
 from .status import Blocked, Waiting
 
 logger = logging.getLogger(__name__)
@@ -1265,3 +1265,10 @@ def _wait_gone(pid: int, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
+
+
+if TYPE_CHECKING:
+    # pyright proves the structural contracts: the applier is a plan.Applier, the real machine a backend
+    _applier: type[Applier] = HostApplier
+    _backend: type[HostBackend] = SystemHost
+    _services: tuple[type[ServiceManager], ...] = (SystemdServices, ProcessServices)

@@ -22,6 +22,7 @@ import os
 import pathlib
 import stat
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from ..host import Completed, HostError, Stat
 from ..plan import Command, Snap
@@ -210,3 +211,10 @@ class FakeHost:
         self._op("run", *command.argv)
         handler = self.commands.get(command.argv[0])
         return handler(command) if handler else Completed(0, "", "")
+
+
+if TYPE_CHECKING:
+    # pyright proves the fake keeps up with the protocol it stands in for
+    from ..host import HostBackend
+
+    _backend: type[HostBackend] = FakeHost
