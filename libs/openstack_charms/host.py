@@ -284,14 +284,18 @@ class HostApplier:
             "started": list(old.get("started") or []),
             "pending": list(old.get("pending") or []),
         }
+        done = False
         try:
-            return self._apply(old, new, start=start)
+            acted = self._apply(old, new, start=start)
+            done = True
+            return acted
         except HostError as e:
             logger.error("%s", e.message)
             raise e.status() from None
         finally:
             self._known = new
-            if record:
+            # the hook ends with the failure: what was done must not be done again in the next one
+            if record or not done:
                 self.record()
 
     def _apply(self, old: dict[str, Any], new: dict[str, Any], *, start: bool) -> set[str]:

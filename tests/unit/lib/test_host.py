@@ -254,6 +254,16 @@ def test_a_failing_service_waits_naming_it_and_keeps_progress(fake: FakeHost, tm
     assert fake.calls == [("running", "worker"), ("start", "worker")]
 
 
+def test_a_failed_apply_records_its_progress_even_without_record(fake: FakeHost, tmp_path: Path) -> None:
+    fake.failures[("start", "api")] = HostError("service api did not start; will retry")
+    with pytest.raises(Waiting):
+        applier(fake, tmp_path).apply(start=True, record=False)
+    del fake.failures[("start", "api")]
+    fake.calls.clear()
+    applier(fake, tmp_path).apply(start=True)
+    assert fake.calls == [("running", "api"), ("start", "api"), ("running", "worker"), ("start", "worker")]
+
+
 def test_a_missing_user_waits(tmp_path: Path) -> None:
     fake = FakeHost(tmp_path / "root", users={"root": 0}, groups={"root": 0})
     w = Workload(HOST, files=(File("/etc/api.conf", "x\n", user="api"),))
