@@ -1,0 +1,220 @@
+"""A machine for machine charms' unit tests: a :class:`~openstack_charms.host.HostBackend` touching nothing.
+
+``FakeHost(tmp_path)`` writes the files the applier would write under that
+root (``/etc/x.conf`` becomes ``tmp_path/etc/x.conf``), keeps their owners in
+a table (no chown on the test machine), holds what is "installed" and what is
+"running", and records every operation in :attr:`FakeHost.calls`, so a test
+asserts on what would be installed, written, started::
+
+    host = FakeHost(tmp_path)
+    HostApplier(workload, tmp_path / "state", host).apply(start=True)
+    assert host.installed == {"tinyproxy": "1.11.1-2.1+deb12u1"}
+    assert host.read_text("/etc/tinyproxy/tinyproxy.conf") == "..."
+    assert ("start", "tinyproxy") in host.calls
+
+Stats are not calls (the applier's steady hook makes one per declared path);
+:attr:`FakeHost.stats` counts them and :attr:`FakeHost.reads` lists the files read.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import stat
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from ..host import Completed, HostError, Stat
+from ..plan import Command, Snap
+
+#: an answer to a command: its exit code, output and error output
+Handler = Callable[[Command], Completed]
+
+
+class FakeHost:
+    """A recording :class:`~openstack_charms.host.HostBackend` over a directory."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        archive: Mapping[str, str] | None = None,
+        users: Mapping[str, int] | None = None,
+        groups: Mapping[str, int] | None = None,
+    ) -> None:
+        """``archive`` maps a package to its one available version (``None``: any pin is available).
+
+        ``users``/``groups`` name the accounts that exist (``None``: any name
+        exists, with a uid of its own).
+        """
+        self.root = pathlib.Path(root)
+        self.archive = dict(archive) if archive is not None else None
+        self.users = dict(users) if users is not None else None
+        self.groups = dict(groups) if groups is not None else None
+        self.calls: list[tuple[str, ...]] = []
+        self.installed: dict[str, str] = {}
+        self.snaps: dict[str, Snap] = {}
+        self.running_services: set[str] = set()
+        self.starts: dict[str, int] = {}
+        """How many times each service was started or restarted (its "pid")."""
+        self.owners: dict[str, tuple[int, int]] = {}
+        self.stats = 0
+        self.reads: list[str] = []
+        self.failures: dict[tuple[str, ...], HostError] = {}
+        """An operation (as :attr:`calls` records it) mapped to the error it raises."""
+        self.commands: dict[str, Handler] = {}
+        """A program (``argv[0]``) mapped to what it does; others succeed with no output."""
+        self._auto_ids: dict[str, int] = {"root": 0}
+
+    # inspection
+
+    def path(self, path: str) -> pathlib.Path:
+        """Where an absolute machine path lives under the root."""
+        if not path.startswith("/"):
+            raise ValueError(f"{path} is not absolute")
+        return self.root / path.lstrip("/")
+
+    def read_text(self, path: str) -> str:
+        """The content of a file on the fake machine."""
+        return self.path(path).read_text()
+
+    def mode(self, path: str) -> int:
+        """The permission bits of a path."""
+        return stat.S_IMODE(self.path(path).stat().st_mode)
+
+    def owner(self, path: str) -> tuple[int, int]:
+        """The uid and gid the path belongs to."""
+        return self.owners.get(path, (0, 0))
+
+    def drift(
+        self, path: str, *, uid: int | None = None, gid: int | None = None, mode: int | None = None
+    ) -> None:
+        """Change a path's owner or mode by hand (unrecorded), as an operator would."""
+        old_uid, old_gid = self.owner(path)
+        self.owners[path] = (old_uid if uid is None else uid, old_gid if gid is None else gid)
+        if mode is not None:
+            self.path(path).chmod(mode)
+        # a real chown moves the ctime: so does this chmod to the same mode
+        os.chmod(self.path(path), stat.S_IMODE(self.path(path).stat().st_mode))
+
+    def _op(self, *call: str) -> None:
+        self.calls.append(call)
+        error = self.failures.get(call)
+        if error is not None:
+            raise error
+
+    def _id(self, table: dict[str, int] | None, name: str, kind: str) -> int:
+        if table is not None:
+            if name not in table:
+                raise HostError(f"waiting for {kind} {name} to exist")
+            return table[name]
+        return self._auto_ids.setdefault(name, 1000 + len(self._auto_ids))
+
+    # HostBackend: files
+
+    def stat(self, path: str) -> Stat | None:
+        self.stats += 1
+        try:
+            st = os.lstat(self.path(path))
+        except FileNotFoundError:
+            return None
+        uid, gid = self.owner(path)
+        return Stat(st.st_ino, st.st_ctime_ns, st.st_size, st.st_mode, uid, gid)
+
+    def read(self, path: str) -> bytes | None:
+        self.reads.append(path)
+        target = self.path(path)
+        return target.read_bytes() if target.is_file() else None
+
+    def ids(self, user: str, group: str) -> tuple[int, int]:
+        return self._id(self.users, user, "user"), self._id(self.groups, group, "group")
+
+    def write(self, path: str, data: bytes, user: str, group: str, mode: int) -> Stat:
+        self._op("write", path)
+        ids = self.ids(user, group)
+        target = self.path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.chmod(mode)
+        tmp.replace(target)
+        self.owners[path] = ids
+        st = self.stat(path)
+        assert st is not None
+        return st
+
+    def chown(self, path: str, user: str, group: str, mode: int) -> Stat:
+        self._op("chown", path, f"{user}:{group}", f"{mode:o}")
+        self.owners[path] = self.ids(user, group)
+        self.path(path).chmod(mode)
+        st = self.stat(path)
+        assert st is not None
+        return st
+
+    def make_dir(self, path: str, user: str, group: str, mode: int) -> Stat:
+        self._op("mkdir", path)
+        ids = self.ids(user, group)
+        self.path(path).mkdir(parents=True, exist_ok=True)
+        self.path(path).chmod(mode)
+        self.owners[path] = ids
+        st = self.stat(path)
+        assert st is not None
+        return st
+
+    def remove(self, path: str) -> None:
+        self._op("remove", path)
+        self.path(path).unlink(missing_ok=True)
+        self.owners.pop(path, None)
+
+    # HostBackend: packages
+
+    def install_apt(self, name: str, version: str) -> None:
+        self._op("apt", name, version)
+        if self.archive is not None:
+            available = self.archive.get(name)
+            if available is None or (version and version != available):
+                spec = f"{name}={version}" if version else name
+                raise HostError(f"apt package {spec} is not in the archive", retry=False)
+            version = available
+        self.installed[name] = version or "candidate"
+
+    def install_snap(self, snap: Snap) -> None:
+        self._op("snap", snap.name, snap.channel, snap.revision)
+        self.snaps[snap.name] = snap
+
+    # HostBackend: services
+
+    def running(self, name: str) -> bool:
+        self._op("running", name)
+        return name in self.running_services
+
+    def start(self, name: str) -> None:
+        self._op("start", name)
+        self.running_services.add(name)
+        self.starts[name] = self.starts.get(name, 0) + 1
+
+    def restart(self, name: str) -> None:
+        self._op("restart", name)
+        self.running_services.add(name)
+        self.starts[name] = self.starts.get(name, 0) + 1
+
+    def stop(self, name: str) -> None:
+        self._op("stop", name)
+        self.running_services.discard(name)
+
+    def daemon_reload(self) -> None:
+        self._op("daemon-reload")
+
+    # HostBackend: commands
+
+    def run(self, command: Command) -> Completed:
+        self._op("run", *command.argv)
+        handler = self.commands.get(command.argv[0])
+        return handler(command) if handler else Completed(0, "", "")
+
+
+if TYPE_CHECKING:
+    # pyright proves the fake keeps up with the protocol it stands in for
+    from ..host import HostBackend
+
+    _backend: type[HostBackend] = FakeHost
