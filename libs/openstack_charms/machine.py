@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .charm import ConfigT, ContextT, OpenStackCharm
 from .plan import HOST, Applier, Workload
+
+if TYPE_CHECKING:
+    from .host import HostBackend
 
 
 class MachineCharm(OpenStackCharm[ConfigT, ContextT]):
@@ -28,11 +32,11 @@ class MachineCharm(OpenStackCharm[ConfigT, ContextT]):
         """Where this unit keeps what it applied (beside the charm, so an upgrade starts afresh)."""
         return self.charm_dir / ".openstack-charm"
 
-    def host_backend(self) -> object | None:
+    def host_backend(self) -> HostBackend | None:
         """The machine operations; ``None`` is the real machine (tests return a fake)."""
         return None
 
     def applier(self, workload: Workload) -> Applier:
         from .host import HostApplier
 
-        return HostApplier(workload, self.state_dir, self.host_backend())  # type: ignore[arg-type]
+        return HostApplier(workload, self.state_dir, self.host_backend())

@@ -35,6 +35,7 @@ from openstack_charms.testing import (
     merged_charmcraft,
     pushed_files,
 )
+from openstack_charms.testing.host import host_commands
 from ops import testing
 
 ALL = all_charms()
@@ -63,9 +64,8 @@ def settle(charm: str, root: pathlib.Path, **kwargs: Any) -> tuple[testing.Conte
 
 def ran(ctx: testing.Context[Any]) -> list[tuple[str, ...]]:
     """Every command run so far, in a container or on the host."""
-    return [tuple(args.command) for history in ctx.exec_history.values() for args in history] + [
-        tuple(argv) for argv in getattr(ctx, "host_commands", [])
-    ]
+    in_containers = [tuple(args.command) for history in ctx.exec_history.values() for args in history]
+    return in_containers + host_commands(ctx.host)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("charm", ALL)
@@ -73,7 +73,9 @@ def test_config_class_and_charmcraft_options_are_the_same_set(charm: str) -> Non
     options = set((merged_charmcraft(charm).get("config") or {}).get("options") or {})
     config_class = load_charm_class(charm).config_class  # type: ignore[attr-defined]
     fields = {f.name.replace("_", "-") for f in dataclasses.fields(config_class)}
-    assert fields == options, f"only in the dataclass: {fields - options}; only in charmcraft.yaml: {options - fields}"
+    assert fields == options, (
+        f"only in the dataclass: {fields - options}; only in the yaml: {options - fields}"
+    )
 
 
 @pytest.mark.parametrize("charm", WITH_MANDATORY)

@@ -31,7 +31,7 @@ from openstack_charms.status import Waiting
 
 if TYPE_CHECKING:
     from charm import KeystoneCharm
-    from openstack_charms.relations.peers import PeerHandler
+    from openstack_charms.peers import Peers
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ProviderInputs:
 
     model: ops.Model
     app: ops.Application
-    peers: PeerHandler
+    peers: Peers
     internal_url: str
     public_url: str
     tls: bool

@@ -22,10 +22,13 @@ import os
 import pathlib
 import stat
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..host import Completed, HostError, Stat
 from ..plan import Command, Snap
+
+if TYPE_CHECKING:
+    from ..machine import MachineCharm
 
 #: an answer to a command: its exit code, output and error output
 Handler = Callable[[Command], Completed]
@@ -211,6 +214,42 @@ class FakeHost:
         self._op("run", *command.argv)
         handler = self.commands.get(command.argv[0])
         return handler(command) if handler else Completed(0, "", "")
+
+
+def on_fake_host(
+    charm_class: type[MachineCharm[Any, Any]], root: pathlib.Path | Callable[[], pathlib.Path]
+) -> tuple[type[MachineCharm[Any, Any]], FakeHost | None]:
+    """``charm_class`` running on a fake host under ``root`` (its manifest in ``root/state``).
+
+    With a callable ``root`` each run asks it for the unit's root (one fake host per
+    distinct root): a test that starts several new units uses it. The fake host is
+    returned for a fixed root.
+    """
+    hosts: dict[pathlib.Path, FakeHost] = {}
+
+    def where() -> pathlib.Path:
+        return root() if callable(root) else root
+
+    def host_of(directory: pathlib.Path) -> FakeHost:
+        if directory not in hosts:
+            hosts[directory] = FakeHost(directory / "machine")
+        return hosts[directory]
+
+    class OnFakeHost(charm_class):  # type: ignore[valid-type,misc]
+        def host_backend(self) -> FakeHost:
+            return host_of(where())
+
+        @property
+        def state_dir(self) -> pathlib.Path:
+            return where() / "state"
+
+    OnFakeHost.__name__ = charm_class.__name__
+    return OnFakeHost, None if callable(root) else host_of(root)
+
+
+def host_commands(host: FakeHost | None) -> list[tuple[str, ...]]:
+    """The commands run on a fake host so far."""
+    return [call[1:] for call in (host.calls if host else []) if call[:1] == ("run",)]
 
 
 if TYPE_CHECKING:
