@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from typing import cast
 
 import ops
 from ops import pebble
@@ -165,7 +166,7 @@ class PebbleApplier:
         desired = layer(self.workload)
         layer_digest = _layer_digest(desired)
         if manifest.get("layer") != layer_digest:
-            self.container.add_layer("charm", pebble.Layer(desired), combine=True)  # type: ignore[arg-type]
+            self.container.add_layer("charm", pebble.Layer(cast("pebble.LayerDict", desired)), combine=True)
         previously = manifest.get("started", [])
         started = set(previously) if isinstance(previously, list) else set()
         acted: set[str] = set()

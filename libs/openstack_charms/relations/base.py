@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 import ops
@@ -145,7 +146,7 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def load_json(data: ops.RelationDataContent | dict[str, str], key: str, default: Any = None) -> Any:
+def load_json(data: Mapping[str, str], key: str, default: Any = None) -> Any:
     """A JSON value from a databag; malformed data is logged and treated as absent."""
     raw = data.get(key)
     if raw is None or raw == "":

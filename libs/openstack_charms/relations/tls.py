@@ -42,7 +42,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, cast
 
 import ops
@@ -297,8 +297,8 @@ class CATransferRequirer(RelationHandler[CAContext]):
 
 def _transferred(relation: ops.Relation) -> list[str]:
     """The certificates a certificate_transfer provider sent on one relation (malformed: none)."""
-    app_data = relation.data[relation.app] if relation.app else {}
-    certificates = load_json(app_data, "certificates", [])  # type: ignore[arg-type]
+    app_data: Mapping[str, str] = relation.data[relation.app] if relation.app else {}
+    certificates = load_json(app_data, "certificates", [])
     if not certificates and app_data.get("version", "0") != "1" and relation.units:
         unit_data = relation.data[min(relation.units, key=lambda u: u.name)]
         ca = unit_data.get("ca", "")

@@ -186,6 +186,18 @@ def test_not_ready_with_an_empty_password() -> None:
     assert "service-credentials secret" in out.unit_status.message
 
 
+def test_a_readable_secret_without_a_field_names_the_field() -> None:
+    fixture = identity_service_fixture()
+    for content, missing in (({"username": "svc"}, "password"), ({"password": "x"}, "username")):
+        secret = dataclasses.replace(fixture.secrets[0], tracked_content=content, latest_content=content)
+        out = ctx().run(
+            ctx().on.relation_changed(fixture.relation), state(fixture.relation, secrets=(secret,))
+        )
+        assert out.unit_status == testing.WaitingStatus(
+            f"waiting for identity-service ({missing} in the service-credentials secret)"
+        ), "a secret that is readable is not 'not readable yet'"
+
+
 @pytest.mark.parametrize("key", ["internal-auth-url", "public-auth-url", "service-credentials"])
 def test_not_ready_without_an_auth_url_or_credentials_naming_it(key: str) -> None:
     fixture = identity_service_fixture()

@@ -349,3 +349,20 @@ def test_removing_the_relation_forgets_the_cached_certificate() -> None:
     assert any(s.label == "tls-certificate" for s in served.secrets)
     out = ctx().run(ctx().on.relation_broken(served.get_relation(relation.id)), served)
     assert not any(s.label == "tls-certificate" for s in out.secrets)
+
+
+def test_an_unusable_private_key_secret_is_named_as_this_units_not_the_providers() -> None:
+    relation = testing.Relation("certificates", remote_app_name="vault")
+    first = ctx().run(ctx().on.relation_created(relation), with_relations(relation))
+    garbled = [
+        dataclasses.replace(
+            s, tracked_content={"private-key": "garbage"}, latest_content={"private-key": "garbage"}
+        )
+        if s.owner == "unit" and "private-key" in s.tracked_content
+        else s
+        for s in first.secrets
+    ]
+    out = ctx().run(ctx().on.config_changed(), dataclasses.replace(first, secrets=garbled))
+    assert out.unit_status == testing.WaitingStatus(
+        "waiting for certificates (this unit's private key (its secret is unusable: ValueError))"
+    )
