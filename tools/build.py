@@ -145,7 +145,12 @@ def charm_wiring(name: str, meta: Mapping[str, Any]) -> dict[str, wiring.Wire]:
         # even import here, where every dependency is installed, cannot be built.
         raise BuildError(f"{name}: charms/{name}/src/charm.py does not load: {type(e).__name__}: {e}") from e
     own: Mapping[str, wiring.Wire] = getattr(charm_class, "own_wiring", {})
-    return wiring.wires(wiring.declared(meta), own)
+    wired = wiring.wires(wiring.declared(meta), own)
+    applier: wiring.Wire | None = getattr(charm_class, "applier_wire", None)
+    if applier is not None:
+        # not an endpoint: what the charm's kind of workload (Pebble, the host) imports and needs
+        wired["(applier)"] = applier
+    return wired
 
 
 def _pins(lines: Iterable[str], source: str) -> dict[str, Requirement]:

@@ -75,6 +75,8 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
     identity_extra_roles: ClassVar[tuple[str, ...]] = ()
     #: the charm's own handlers, by endpoint (they win over the library's table)
     own_wiring: ClassVar[Mapping[str, wiring.Wire]] = {}
+    #: what this kind of charm's applier imports and needs (for the build)
+    applier_wire: ClassVar[wiring.Wire | None] = None
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)

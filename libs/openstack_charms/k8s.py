@@ -15,6 +15,8 @@ from .relations import wiring
 class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
     """A charm whose workloads are its Pebble containers; every declared container has exactly one."""
 
+    applier_wire = wiring.PEBBLE_APPLIER
+
     def applier(self, workload: Workload) -> Applier:
         mounts = self.meta.containers[workload.target].mounts
         storages = {m.location: m.storage for m in mounts.values() if m.location and m.storage}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .charm import ConfigT, ContextT, OpenStackCharm
 from .plan import HOST, Applier, Workload
+from .relations import wiring
 
 if TYPE_CHECKING:
     from .host import HostBackend
@@ -20,6 +21,8 @@ class MachineCharm(OpenStackCharm[ConfigT, ContextT]):
     hook runs no dpkg, apt or systemctl at all; unit tests replace
     :meth:`host_backend` so that nothing on the test machine is touched.
     """
+
+    applier_wire = wiring.HOST_APPLIER
 
     def check_plan(self, plan: Sequence[Workload]) -> None:
         super().check_plan(plan)

@@ -153,3 +153,16 @@ def test_the_import_check_sees_only_the_staged_tree(tmp_path: pathlib.Path) -> N
     assert build.import_failures(sys.executable, tmp_path, ["build"]) == [
         "build: ModuleNotFoundError: No module named 'build'"
     ]
+
+
+def test_a_machine_charm_gets_what_its_host_applier_imports() -> None:
+    # demo-host (tests/charms) is a machine charm: apt, snap and systemd come with its kind
+    wired = build.charm_wiring("demo-host", merged_charmcraft("demo-host"))
+    assert wiring.requirements(wired) == [
+        *wiring.RUNTIME,
+        "charmlibs-apt==1.0.0.post1",
+        "charmlibs-snap==2.0.0",
+        "charmlibs-systemd==1.0.0.post0",
+    ]
+    assert "openstack_charms.host" in wired["(applier)"].modules
+    build.check_pins(wiring.requirements(wired))

@@ -102,6 +102,18 @@ def _readiness_requirer(charm: Charm, endpoint: str) -> RelationHandler[Any]:
     return ReadinessRequirer(charm, endpoint)
 
 
+def _not_an_endpoint(charm: Charm, endpoint: str) -> RelationHandler[Any]:
+    raise RuntimeError(f"{endpoint} is an applier, not an endpoint")
+
+
+#: what each kind of charm's applier imports (the build installs and imports it like a handler's)
+PEBBLE_APPLIER = Wire(_not_an_endpoint, ("openstack_charms.pebble",))
+HOST_APPLIER = Wire(
+    _not_an_endpoint,
+    ("openstack_charms.host", "charmlibs.apt", "charmlibs.snap", "charmlibs.systemd"),
+    ("charmlibs-apt==1.0.0.post1", "charmlibs-snap==2.0.0", "charmlibs-systemd==1.0.0.post0"),
+)
+
 _HERE = "openstack_charms.relations"
 _TLS_LIB = "charmlibs-interfaces-tls-certificates==1.12.0"
 _CA_LIB = "charmlibs-interfaces-certificate-transfer==1.1.0"
