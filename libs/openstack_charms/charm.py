@@ -43,7 +43,7 @@ from . import templating
 from .config import APIConfig, InvalidOption
 from .context import ConfigT, ServiceContext, URLs
 from .peers import Peers
-from .plan import Applier, File, LeaderTask, Workload
+from .plan import Applier, Command, File, LeaderTask, Workload
 from .relations import wiring
 from .status import Blocked, NotReady, Waiting, one_line
 
@@ -264,6 +264,23 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
             if self.meta.relations[endpoint].interface_name == interface:
                 return handler
         return None
+
+    def db_sync(
+        self,
+        ctx: ServiceContext[Any],
+        target: str,
+        *argv: str,
+        endpoint: str = "database",
+        name: str = "db-sync",
+    ) -> LeaderTask:
+        """The leader's schema migration in ``target``: once per database, and after each upgrade.
+
+        Its inputs are the database's server and name, not its password: a
+        password rotation needs no new sync.
+        """
+        database = ctx.databases.get(endpoint)
+        location = database.location if database else ""
+        return LeaderTask(name, target, Command(tuple(argv), user=self.service_user), inputs=location)
 
     # -- rendering -------------------------------------------------------------
 

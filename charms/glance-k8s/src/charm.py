@@ -213,19 +213,15 @@ class GlanceCharm(K8sCharm[GlanceConfig, GlanceContext]):
         return [api + own]
 
     def leader_work(self, ctx: GlanceContext) -> Sequence[LeaderTask]:
-        database = ctx.database
-        location = database.location if database else ""
-        user = self.service_user
+        sync = self.db_sync(ctx, "glance", "glance-manage", "db_sync")
         return [
-            LeaderTask(
-                "db-sync", "glance", Command(("glance-manage", "db_sync"), user=user), inputs=location
-            ),
-            # the image property editor and tempest's metadefs tests need the definitions
+            sync,
+            # the dashboard's image property editor and tempest's metadefs tests need the definitions
             LeaderTask(
                 "load-metadefs",
                 "glance",
-                Command(("glance-manage", "db_load_metadefs", METADEFS_DIR), user=user),
-                inputs=location,
+                Command(("glance-manage", "db_load_metadefs", METADEFS_DIR), user=self.service_user),
+                inputs=sync.inputs,
             ),
         ]
 

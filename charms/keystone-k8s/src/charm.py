@@ -199,15 +199,9 @@ class KeystoneCharm(K8sCharm[KeystoneConfig, KeystoneContext]):
             "OS_BOOTSTRAP_INTERNAL_URL": f"{urls.internal}/v3",
             "OS_BOOTSTRAP_PUBLIC_URL": f"{urls.public}/v3",
         }
-        database = ctx.database
         credential_keys = self.keys()["credential-keys"]
         return [
-            LeaderTask(
-                "db-sync",
-                "keystone",
-                Command(("keystone-manage", "db_sync"), user=user),
-                inputs=database.location if database else "",
-            ),
+            self.db_sync(ctx, "keystone", "keystone-manage", "db_sync"),
             # the password goes through the environment, never argv; the marker holds only a digest
             LeaderTask(
                 "bootstrap",

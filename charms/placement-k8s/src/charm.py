@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import ops
 from openstack_charms import (
     APIConfig,
-    Command,
     InvalidOption,
     K8sCharm,
     LeaderTask,
@@ -79,15 +78,7 @@ class PlacementCharm(K8sCharm[PlacementConfig, ServiceContext[PlacementConfig]])
         return [api + Workload("placement", files=[conf, self.logging_config(ctx)])]
 
     def leader_work(self, ctx: ServiceContext[PlacementConfig]) -> Sequence[LeaderTask]:
-        database = ctx.database
-        return [
-            LeaderTask(
-                "db-sync",
-                "placement",
-                Command(("placement-manage", "db", "sync"), user=self.service_user),
-                inputs=database.location if database else "",
-            )
-        ]
+        return [self.db_sync(ctx, "placement", "placement-manage", "db", "sync")]
 
 
 if __name__ == "__main__":  # pragma: nocover

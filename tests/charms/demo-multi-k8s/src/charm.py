@@ -10,7 +10,7 @@ import ops
 from openstack_charms.config import APIConfig
 from openstack_charms.context import ServiceContext
 from openstack_charms.k8s import K8sCharm
-from openstack_charms.plan import Check, Command, LeaderTask, Service, Workload
+from openstack_charms.plan import Check, LeaderTask, Service, Workload
 
 if TYPE_CHECKING:
     from charms.keystone_k8s.v0.identity_service import ServiceEndpoint
@@ -58,15 +58,7 @@ class DemoMultiCharm(K8sCharm[APIConfig, ServiceContext[APIConfig]]):
         ]
 
     def leader_work(self, ctx: ServiceContext[APIConfig]) -> Sequence[LeaderTask]:
-        database = ctx.database
-        return [
-            LeaderTask(
-                "db-sync",
-                "demo-api",
-                Command(("demo-manage", "db", "sync"), user=self.service_user),
-                inputs=database.location if database else "",
-            )
-        ]
+        return [self.db_sync(ctx, "demo-api", "demo-manage", "db", "sync")]
 
 
 if __name__ == "__main__":  # pragma: nocover
