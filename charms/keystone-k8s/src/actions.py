@@ -41,7 +41,7 @@ def get_admin_account(charm: KeystoneCharm, event: ops.ActionEvent) -> None:
     """Return everything needed to use the cloud as admin: values, an openrc and a clouds.yaml."""
     config = charm.keystone_config
     password = charm.admin_password
-    auth_url = f"{charm.public_url}/v3"
+    auth_url = f"{charm.endpoints.public}/v3"
     openrc = "\n".join(
         [
             "# openrc for the OpenStack admin",
@@ -82,7 +82,7 @@ def get_admin_account(charm: KeystoneCharm, event: ops.ActionEvent) -> None:
             "project-name": "admin",
             "project-domain-name": "Default",
             "region": config.region,
-            "internal-endpoint": f"{charm.internal_url}/v3",
+            "internal-endpoint": f"{charm.endpoints.internal}/v3",
             "public-endpoint": auth_url,
             "api-version": "3",
             "openrc": openrc,

@@ -27,6 +27,7 @@ from openstack_charms import (
     LeaderTask,
     NotReady,
     ServiceContext,
+    URLs,
     Workload,
     generate,
 )
@@ -88,25 +89,11 @@ class KeystoneCharm(K8sCharm[KeystoneConfig, KeystoneContext]):
         return self.typed_config
 
     @property
-    def public_url(self) -> str:
-        """The public endpoint."""
+    def endpoints(self) -> URLs:
+        """Keystone's public, internal and admin base URLs (it always serves an API)."""
         urls = self.urls
         assert urls is not None
-        return urls.public
-
-    @property
-    def internal_url(self) -> str:
-        """The internal endpoint."""
-        urls = self.urls
-        assert urls is not None
-        return urls.internal
-
-    @property
-    def admin_url(self) -> str:
-        """The admin endpoint (the internal one: keystone v3 has no separate admin API)."""
-        urls = self.urls
-        assert urls is not None
-        return urls.admin
+        return urls
 
     def catalog(self) -> Sequence[ServiceEndpoint]:
         return [self.catalog_entry("identity", "OpenStack Identity")]
@@ -186,8 +173,7 @@ class KeystoneCharm(K8sCharm[KeystoneConfig, KeystoneContext]):
     def leader_work(self, ctx: KeystoneContext) -> Sequence[LeaderTask]:
         """Sync the database, bootstrap keystone, migrate credentials: each once per input."""
         config, password, user = ctx.config, self.admin_password, self.service_user
-        urls = ctx.urls
-        assert urls is not None
+        urls = self.endpoints
         environment = {
             "OS_BOOTSTRAP_USERNAME": config.admin_user,
             "OS_BOOTSTRAP_PASSWORD": password,
