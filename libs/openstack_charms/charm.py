@@ -282,6 +282,26 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
         location = database.location if database else ""
         return LeaderTask(name, target, Command(tuple(argv), user=self.service_user), inputs=location)
 
+    def trust_files(self, ctx: ServiceContext[Any]) -> list[File]:
+        """This unit's certificate, key and CA, and the CAs it trusts, once received."""
+        user = self.service_user
+        files: list[File] = []
+        if ctx.tls is not None:
+            files += [
+                File(ctx.tls.certificate_path, ctx.tls.server_chain, user, user, 0o644),
+                File(ctx.tls.private_key_path, ctx.tls.private_key, user, user, 0o600),
+                File(ctx.tls.ca_path, ctx.tls.ca, user, user, 0o644),
+            ]
+        if ctx.ca is not None:
+            files.append(File(ctx.ca.path, ctx.ca.bundle, user, user, 0o644))
+        return files
+
+    def logging_config(self, ctx: ServiceContext[Any]) -> File:
+        """The oslo services' Python logging config (``log_config_append`` of parts/default.j2)."""
+        return self.render(
+            "logging.conf.j2", f"/etc/{self.service_name}/logging.conf", ctx, permissions=0o644
+        )
+
     # -- rendering -------------------------------------------------------------
 
     def render(

@@ -8,7 +8,7 @@ from typing import Any
 from .charm import ConfigT, ContextT, OpenStackCharm
 from .context import ServiceContext, URLs
 from .pebble import PebbleApplier
-from .plan import Applier, Check, File, Service, Workload
+from .plan import Applier, Check, Service, Workload
 from .relations import wiring
 
 
@@ -90,26 +90,6 @@ class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
         return common_name, names
 
     # -- builders ------------------------------------------------------------------
-
-    def trust_files(self, ctx: ServiceContext[Any]) -> list[File]:
-        """This unit's certificate, key and CA, and the CAs it trusts, once received."""
-        user = self.service_user
-        files: list[File] = []
-        if ctx.tls is not None:
-            files += [
-                File(ctx.tls.certificate_path, ctx.tls.server_chain, user, user, 0o644),
-                File(ctx.tls.private_key_path, ctx.tls.private_key, user, user, 0o600),
-                File(ctx.tls.ca_path, ctx.tls.ca, user, user, 0o644),
-            ]
-        if ctx.ca is not None:
-            files.append(File(ctx.ca.path, ctx.ca.bundle, user, user, 0o644))
-        return files
-
-    def logging_config(self, ctx: ServiceContext[Any]) -> File:
-        """The oslo services' Python logging config (``log_config_append`` of parts/default.j2)."""
-        return self.render(
-            "logging.conf.j2", f"/etc/{self.service_name}/logging.conf", ctx, permissions=0o644
-        )
 
     def uwsgi_api(
         self,

@@ -30,6 +30,14 @@ class MachineCharm(OpenStackCharm[ConfigT, ContextT]):
         if wrong:
             raise RuntimeError(f"{self.app.name}: a machine charm has one workload, {HOST!r}, not {wrong}")
 
+    def certificate_names(self) -> tuple[str, list[str]]:
+        """The machine's fully qualified name, and its short host name, for its certificate."""
+        import socket
+
+        fqdn = socket.getfqdn()
+        short = fqdn.split(".", 1)[0]
+        return fqdn, [fqdn] if short == fqdn else [fqdn, short]
+
     @property
     def state_dir(self) -> pathlib.Path:
         """Where this unit keeps what it applied (beside the charm, so an upgrade starts afresh)."""

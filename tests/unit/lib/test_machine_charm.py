@@ -37,3 +37,14 @@ def test_a_config_change_restarts_only_what_reads_the_changed_file(tmp_path: pat
     assert not [c for c in host.calls if c[0] in ("install_apt", "install_snap")], host.calls
     # both services read demo.conf (restarts=None: every service of the host)
     assert {n: host.starts[n] - starts[n] for n in starts} == {"demo-daemon": 1, "demo-agent": 1}
+
+
+def test_a_machine_asks_for_a_certificate_for_its_own_names(tmp_path: pathlib.Path) -> None:
+    import socket
+
+    ctx = charm_context("demo-host", root=tmp_path)
+    with ctx(ctx.on.update_status(), complete_state("demo-host")) as manager:
+        manager.run()
+        common_name, names = manager.charm.certificate_names()
+    assert common_name == socket.getfqdn()
+    assert names[0] == common_name and socket.getfqdn().split(".")[0] in names

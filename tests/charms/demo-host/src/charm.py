@@ -21,7 +21,7 @@ class DemoHostCharm(MachineCharm[ServiceConfig, ServiceContext[ServiceConfig]]):
 
     def workloads(self, ctx: ServiceContext[ServiceConfig]) -> Sequence[Workload]:
         conf = self.render("demo.conf.j2", CONF, ctx, user="root", group="demo")
-        logging = self.render("logging.conf.j2", "/etc/demo/logging.conf", ctx, permissions=0o644)
+        logging = self.logging_config(ctx)
         return [
             Workload(
                 HOST,
