@@ -34,9 +34,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from openstack_charms.host import HostApplier, ProcessServices, SystemHost
+from openstack_charms.host import HostApplier, SystemHost
 from openstack_charms.plan import HOST, Apt, File, Service, Workload
 from openstack_charms.status import NotReady
+from openstack_charms.units import ProcessServices
 
 PACKAGE = "tinyproxy"
 #: bookworm's tinyproxy; a Debian update replacing it in the archive means moving this pin

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 from openstack_charms import host as host_module
-from openstack_charms.host import Completed, HostApplier, HostError, ProcessServices, SystemHost, load_unit
+from openstack_charms import units as units_module
+from openstack_charms.host import Completed, HostApplier, HostError, SystemHost
 from openstack_charms.plan import HOST, Apt, Command, Directory, File, Service, Snap, Workload
 from openstack_charms.status import Blocked, Waiting
 from openstack_charms.testing.host import FakeHost
+from openstack_charms.units import ProcessServices, load_unit
 
 UNIT = "/etc/systemd/system/api.service"
 
@@ -528,9 +530,9 @@ def test_a_service_with_a_command_gets_a_unit_that_runs_exactly_it(fake: FakeHos
     assert fake.calls[:2] == [("write", UNIT), ("daemon-reload",)]
     unit = load_unit("api", [str(fake.path("/etc/systemd/system"))])
     assert unit.get("User") == "api"
-    specs = host_module._specifiers(unit, None)
+    specs = units_module._specifiers(unit, None)
     env = {"HOME": "/nope"}
-    line = host_module._exec_line(unit, unit.get("ExecStart"), specs, env)
+    line = units_module._exec_line(unit, unit.get("ExecStart"), specs, env)
     assert list(line.argv) == ["/usr/bin/api", "--name", "a b", "--literal", "%n$HOME", "--quote", 'x"y']
     environment = ProcessServices(tmp_path, [])._environment(unit, None, specs)
     assert environment["GREETING"] == "hi there" and environment["PCT"] == "100%"
