@@ -233,3 +233,11 @@ def test_a_database_password_rotation_repeats_no_leader_work(charm: str, tmp_pat
     out = ctx.run(ctx.on.config_changed(), dataclasses.replace(settled, secrets=rotated))
     assert out.unit_status.name == "active", out.unit_status
     assert ran(ctx)[before:] == [], "leader work ran again for a new database password"
+
+
+def test_a_mandatory_interface_without_a_fixture_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from openstack_charms import testing as octest
+
+    monkeypatch.delitem(octest.FIXTURES, "rabbitmq")
+    with pytest.raises(LookupError, match="no fixture for the mandatory endpoint amqp"):
+        complete_relations("demo-host")
