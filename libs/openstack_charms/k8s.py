@@ -44,9 +44,12 @@ class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
 
     def _ingress_url(self, endpoint: str) -> str | None:
         handler = self.handlers.get(endpoint)
-        context = handler.context if handler is not None else None
-        url = getattr(context, "url", None)
-        return url if isinstance(url, str) else None
+        if handler is None:
+            return None
+        from .relations.ingress import IngressContext
+
+        context = handler.context
+        return context.url if isinstance(context, IngressContext) else None
 
     @property
     def urls(self) -> URLs | None:
