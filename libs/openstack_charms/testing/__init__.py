@@ -122,9 +122,10 @@ def charm_context(
     if issubclass(charm_class, MachineCharm):
         from .host import on_fake_host
 
-        charm_class, host = on_fake_host(
-            charm_class, root or pathlib.Path(tempfile.mkdtemp(prefix=f"{charm}-host-"))
-        )
+        if root is None:
+            root = pathlib.Path(tempfile.mkdtemp(prefix=f"{charm}-host-"))
+            atexit.register(shutil.rmtree, root, True)
+        charm_class, host = on_fake_host(charm_class, root)
     ctx = testing.Context(
         charm_class,
         meta=meta,
