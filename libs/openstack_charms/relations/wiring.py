@@ -110,7 +110,13 @@ def _not_an_endpoint(charm: Charm, endpoint: str) -> RelationHandler[Any]:
 PEBBLE_APPLIER = Wire(_not_an_endpoint, ("openstack_charms.pebble",))
 HOST_APPLIER = Wire(
     _not_an_endpoint,
-    ("openstack_charms.host", "openstack_charms.units", "charmlibs.apt", "charmlibs.snap", "charmlibs.systemd"),
+    (
+        "openstack_charms.host",
+        "openstack_charms.units",
+        "charmlibs.apt",
+        "charmlibs.snap",
+        "charmlibs.systemd",
+    ),
     ("charmlibs-apt==1.0.0.post1", "charmlibs-snap==2.0.0", "charmlibs-systemd==1.0.0.post0"),
 )
 
