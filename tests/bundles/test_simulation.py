@@ -27,6 +27,7 @@ from openstack_charms.testing import REPO, RelationFixture, fixture_for, merged_
 from openstack_charms.testing.bundle import combination_id, deployed, overlay_combinations
 from openstack_charms.testing.model import Link, SimulatedModel
 from openstack_charms.testing.relations import INGRESS_ADDRESSES, MODEL, ingress_fixture, signing_fixture
+from ops import testing
 
 BUNDLE = REPO / "bundles" / "openstack.yaml"
 MAX_ROUNDS = 8
@@ -116,6 +117,7 @@ def test_bundle_reaches_active(
     missing = [
         f"{lk.ours.app}:{lk.ours.endpoint} ({lk.interface})"
         for lk in model.links
+        # the CA has an answer only once asked: it is there whatever the request
         if not lk.other_is_ours and lk.interface != "tls-certificates" and providers(lk, {}, {}) is None
     ]
     assert not missing, f"no stand-in for the external side of {missing}"
@@ -125,6 +127,14 @@ def test_bundle_reaches_active(
     assert len(statuses) == sum(scale.values())
     assert all(isinstance(s, ops.ActiveStatus) for s in statuses.values()), statuses
     assert [u for u, s in model.unit_states.items() if s.leader] == [f"{app}/0" for app in ours]
+    # every unit saw the others of its application, and every unit of ours across each relation
+    for unit, state in model.unit_states.items():
+        app, number = unit.split("/")
+        for relation in state.relations:
+            if isinstance(relation, testing.PeerRelation):
+                assert set(relation.peers_data) == set(range(scale[app])) - {int(number)}, unit
+            elif isinstance(relation, testing.Relation) and relation.remote_app_name in scale:
+                assert set(relation.remote_units_data) == set(range(scale[relation.remote_app_name])), unit
 
     # the identity-service flow really happened: every requirer got a service user in keystone
     users = {name for name, _ in keystone_db.users}

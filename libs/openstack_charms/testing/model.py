@@ -117,8 +117,6 @@ class SimulatedModel:
                 if mine.app in self.apps:
                     interface = endpoint_interface(self.apps[mine.app], mine.endpoint)
                     self.links.append(Link(n, mine, theirs, theirs.app in self.apps, interface))
-        if len(self.links) and self.links[-1].id >= FIRST_LINK_ID + 10_000:
-            raise ValueError("too many relations")
         self.contexts: dict[str, testing.Context[Any]] = {}
         #: unit -> its latest state
         self.unit_states: dict[str, testing.State] = {}
@@ -255,11 +253,14 @@ class SimulatedModel:
         own = [*app_owned, *(s for s in state.secrets if s.owner == "unit")]
         mine = {lk.id for lk in self.links if lk.ours.app == app}
         granted: dict[str, testing.Secret] = {}
-        for other, other_state in self.unit_states.items():
-            if self._app(other) == app:
+        for other, units in self.units.items():
+            if other == app:
                 continue
-            for s in other_state.secrets:
-                if s.owner is not None and set(s.remote_grants) & mine:
+            # a follower's copy of an app secret may be behind the leader's
+            owned = [s for s in self.unit_states[units[0]].secrets if s.owner == "app"]
+            owned += [s for u in units for s in self.unit_states[u].secrets if s.owner == "unit"]
+            for s in owned:
+                if set(s.remote_grants) & mine:
                     granted.setdefault(s.id, testing.Secret(s.latest_content, id=s.id, owner=None))
         for link in self.links:
             answer = self.external.get(link.id)
