@@ -23,7 +23,7 @@ from typing import Any
 import ops
 import pytest
 from openstack_charms.relations.tls import CACHE_LABEL
-from openstack_charms.testing import REPO, RelationFixture, fixture_for, merged_charmcraft
+from openstack_charms.testing import REPO, RelationFixture, fixture_for, merged_charmcraft, pushed_files
 from openstack_charms.testing.bundle import combination_id, deployed, overlay_combinations
 from openstack_charms.testing.model import Link, SimulatedModel
 from openstack_charms.testing.relations import INGRESS_ADDRESSES, MODEL, ingress_fixture, signing_fixture
@@ -135,6 +135,27 @@ def test_bundle_reaches_active(
                 assert set(relation.peers_data) == set(range(scale[app])) - {int(number)}, unit
             elif isinstance(relation, testing.Relation) and relation.remote_app_name in scale:
                 assert set(relation.remote_units_data) == set(range(scale[relation.remote_app_name])), unit
+
+    # the units of an application run the same service: the same files (keystone's fernet and
+    # credential keys included) but for their own certificate and their own pod's name
+    for app, units in model.units.items():
+        seen: dict[str, dict[tuple[str, str], str]] = {}
+        for unit in units:
+            pod = unit.replace("/", "-") + "."
+            state = model.unit_states[unit]
+            seen[unit] = {
+                (c.name, path): text.replace(pod, "<pod>.")
+                for c in state.containers
+                for path, text in pushed_files(state, model.contexts[unit], c.name).items()
+                # the charm's manifest holds digests of every file, the unit's own certificate among them
+                if "/tls/" not in path and not path.startswith("/run/")
+            }
+        leader = seen[units[0]]
+        assert leader, app
+        for unit in units[1:]:
+            assert seen[unit] == leader, (
+                f"{unit} differs from the leader in {set(seen[unit].items()) ^ set(leader.items())}"
+            )
 
     # the identity-service flow really happened: every requirer got a service user in keystone
     users = {name for name, _ in keystone_db.users}
