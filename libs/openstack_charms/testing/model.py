@@ -65,8 +65,9 @@ class Link:
     interface: str
 
 
-#: given a link to a charm we do not write and what our side asked (app and unit
-#: databags), the relation as that provider leaves it, or None while it has no answer
+#: given a link to a charm we do not write and what our side asked (the app databag and
+#: the leader unit's; every unit's: :meth:`SimulatedModel.requests`), the relation as that
+#: provider leaves it, or None while it has no answer
 Responder = Callable[[Link, Mapping[str, str], Mapping[str, str]], RelationFixture | None]
 
 
