@@ -402,6 +402,8 @@ def test_tls_overlay_relates_every_api_to_the_ca():
                 assert f"{app}:{endpoint}" in related, f"{app}:{endpoint} is not related to certificates"
     # the internal catalog URLs are traefik-internal's: https only once it has a certificate
     assert "traefik-internal:certificates" in related
+    # and the proxies, whose backends now speak https, verify them against the CA
+    assert {"traefik-internal:receive-ca-cert", "traefik-public:receive-ca-cert"} <= related
 
 
 def test_ha_overlay_scales_every_api_and_keeps_the_rest():
