@@ -30,6 +30,7 @@ from openstack_charms.testing.relations import INGRESS_ADDRESSES, MODEL, ingress
 from ops import testing
 
 BUNDLE = REPO / "bundles" / "openstack.yaml"
+CA_CHARM = "self-signed-certificates"
 MAX_ROUNDS = 8
 
 
@@ -43,12 +44,13 @@ class Providers:
 
     def __init__(self, bundle: Mapping[str, Any]) -> None:
         self.model: SimulatedModel | None = None
-        # traefik serves https, and says so in the URLs it hands out, once it has a certificate
+        cas = {f"{app}:certificates" for app, s in bundle["applications"].items() if s["charm"] == CA_CHARM}
+        #: the applications with a certificate: traefik serves https then, and says so in its URLs
         self.tls_proxies = {
             end.split(":")[0]
-            for relation in bundle["relations"]
-            for end in relation
-            if end.endswith(":certificates") and "certificates:certificates" in relation
+            for a, b in bundle["relations"]
+            for end in (a, b)
+            if {a, b} & cas and end not in cas
         }
 
     def __call__(
