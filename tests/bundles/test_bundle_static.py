@@ -1,5 +1,8 @@
 """Static checks of every bundle in bundles/: what `juju deploy` would reject, found without Juju.
 
+Each bundle is checked alone and with every combination of bundles/overlays/
+applied as ``--overlay`` applies them.
+
 Every charm a bundle names exists (ours under charms/, the others in
 EXTERNAL_CHARMS below), every relation joins a requirer and a provider endpoint
 that exist and speak the same interface, our charms get their OCI resources and
@@ -18,6 +21,12 @@ from typing import Any
 import pytest
 import yaml
 from openstack_charms.testing import CHARMS, REPO, merged_charmcraft
+from openstack_charms.testing.bundle import (
+    apply_overlays,
+    combination_id,
+    overlay_combinations,
+    overlay_errors,
+)
 
 BUNDLES = sorted((REPO / "bundles").glob("*.yaml"))
 
@@ -354,4 +363,122 @@ def test_offer_of_a_missing_endpoint_is_caught(docs: list[dict[str, Any]]):
 
     assert "overlay 1: offer 'keystone-credentials': keystone has no endpoint 'credentials'" in errors_after(
         docs, change
+    )
+
+
+# -- overlays -------------------------------------------------------------------------
+
+COMBINATIONS = overlay_combinations()
+API_APPS = ("keystone", "glance", "placement")
+
+
+def overlay_docs(combo: tuple[pathlib.Path, ...]) -> list[dict[str, Any]]:
+    return [doc for path in combo for doc in load(path)]
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS, ids=combination_id)
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+def test_bundle_with_overlays_is_consistent(bundle: pathlib.Path, combo: tuple[pathlib.Path, ...]):
+    docs, extra = load(bundle), overlay_docs(combo)
+    assert overlay_errors(docs, extra) + bundle_errors(apply_overlays(docs, extra), bundle.parent) == []
+
+
+def test_there_are_tls_and_ha_overlays():
+    assert {combination_id(c) for c in COMBINATIONS} >= {"none", "tls", "ha", "ha+tls"}
+
+
+def _deployed(*names: str) -> dict[str, Any]:
+    combo = tuple(REPO / "bundles" / "overlays" / f"{n}.yaml" for n in names)
+    return apply_overlays(load(REPO / "bundles" / "openstack.yaml"), overlay_docs(combo))[0]
+
+
+def test_tls_overlay_relates_every_api_to_the_ca():
+    base = _deployed("tls")
+    related = {end for r in base["relations"] for end in r if any("certificates:" in e for e in r)}
+    for app in API_APPS:
+        requires = charm_endpoints(base["applications"][app]["charm"])[0]["requires"]
+        for endpoint in ("certificates", "receive-ca-cert"):
+            if endpoint in requires:
+                assert f"{app}:{endpoint}" in related, f"{app}:{endpoint} is not related to certificates"
+    # the internal catalog URLs are traefik-internal's: https only once it has a certificate
+    assert "traefik-internal:certificates" in related
+    # and the proxies, whose backends now speak https, verify them against the CA
+    assert {"traefik-internal:receive-ca-cert", "traefik-public:receive-ca-cert"} <= related
+
+
+def test_ha_overlay_scales_every_api_and_keeps_the_rest():
+    plain, ha = _deployed(), _deployed("ha")
+    for app, spec in ha["applications"].items():
+        expected = (
+            {**plain["applications"][app], "scale": 3} if app in API_APPS else plain["applications"][app]
+        )
+        assert spec == expected, app
+    assert ha["relations"] == plain["relations"]
+
+
+# -- apply_overlays does what `juju deploy --overlay` does ------------------------------
+
+
+BASE: dict[str, Any] = {
+    "bundle": "kubernetes",
+    "applications": {
+        "a": {"charm": "x", "scale": 1, "options": {"debug": False, "region": "One"}},
+        "b": {"charm": "y", "scale": 1},
+    },
+    "relations": [["a:db", "b:db"]],
+}
+
+
+def test_an_overlay_overrides_application_keys():
+    over = {"applications": {"a": {"scale": 3, "options": {"debug": True}}}}
+    (merged,) = apply_overlays([BASE], [over])
+    assert merged["applications"]["a"] == {
+        "charm": "x",
+        "scale": 3,
+        "options": {"debug": True, "region": "One"},
+    }
+    assert merged["applications"]["b"] == BASE["applications"]["b"]
+    assert BASE["applications"]["a"]["scale"] == 1, "the base documents are left as they were"
+
+
+def test_an_overlay_adds_relations_once():
+    over = {"relations": [["b:db", "a:db"], ["a:tls", "b:tls"], ["a:tls", "b:tls"]]}
+    (merged,) = apply_overlays([BASE], [over, {"relations": [["b:tls", "a:tls"]]}])
+    assert merged["relations"] == [["a:db", "b:db"], ["a:tls", "b:tls"]]
+
+
+def test_an_overlay_adds_and_removes_applications():
+    over = {"applications": {"c": {"charm": "z"}, "b": None}, "relations": [["a:x", "c:x"]]}
+    (merged,) = apply_overlays([BASE], [over])
+    assert set(merged["applications"]) == {"a", "c"}
+    assert merged["relations"] == [["a:x", "c:x"]]
+
+
+def test_offers_stay_in_an_overlay_document():
+    offers = {"applications": {"a": {"offers": {"a-db": {"endpoints": ["db"]}}}}}
+    merged, overlay = apply_overlays([BASE, offers], [{"applications": {"a": {"scale": 2}}}])
+    assert "offers" not in merged["applications"]["a"]
+    assert merged["applications"]["a"]["scale"] == 2
+    assert overlay == offers
+
+
+def test_overlay_of_a_missing_application_is_caught(docs: list[dict[str, Any]]):
+    over = {"applications": {"keystne": {"scale": 3}}}
+    assert overlay_errors(docs, [over]) == [
+        "overlay: application 'keystne' is not in the bundle and names no charm"
+    ]
+    related = {"relations": [["keystne:certificates", "certificates:certificates"]]}
+    assert (
+        "relation ['keystne:certificates', 'certificates:certificates']: no application 'keystne'"
+        in bundle_errors(apply_overlays(docs, [related]), REPO / "bundles")
+    )
+
+
+def test_overlay_of_a_missing_endpoint_is_caught(docs: list[dict[str, Any]]):
+    # keystone calls no other service over TLS: it has no receive-ca-cert to relate
+    over = {"relations": [["keystone:receive-ca-cert", "certificates:send-ca-cert"]]}
+    assert (
+        "relation ['keystone:receive-ca-cert', 'certificates:send-ca-cert']: "
+        "keystone has no endpoint 'receive-ca-cert'"
+        in bundle_errors(apply_overlays(docs, [over]), REPO / "bundles")
     )

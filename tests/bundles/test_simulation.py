@@ -1,11 +1,15 @@
-"""Every charm of bundles/openstack.yaml in ops.testing, wired as the bundle says.
+"""Every charm of bundles/openstack.yaml in ops.testing, wired as the bundle says, under every overlay.
 
-Our charms run for real; the charms we do not write (mysql-k8s, rabbitmq-k8s,
-traefik-k8s, self-signed-certificates) answer with the data their real
-providers publish (the fixtures in ``openstack_charms.testing``). Relation data
-and granted secrets are passed from each side's output to the other's input,
-round after round, until nothing changes; then every unit must be active.
-Keystone's REST calls go to an in-memory keystone (its database, in effect).
+Each combination of bundles/overlays/ (none, tls, ha, ha+tls) is simulated.
+
+Our charms run for real, each unit of each application (``scale``) with its
+own state; the charms we do not write (mysql-k8s, rabbitmq-k8s, traefik-k8s,
+self-signed-certificates) answer with the data their real providers publish
+(the fixtures in ``openstack_charms.testing``; the CA signs the requests our
+units really made). Relation data and granted secrets are passed from each
+side's output to the other's input, round after round, until nothing
+changes; then every unit must be active. Keystone's REST calls go to an
+in-memory keystone (its database, in effect).
 """
 
 from __future__ import annotations
@@ -18,17 +22,16 @@ from typing import Any
 
 import ops
 import pytest
-import yaml
-from openstack_charms.testing import REPO, RelationFixture, fixture_for, merged_charmcraft
+from openstack_charms.relations.tls import CACHE_LABEL
+from openstack_charms.testing import REPO, RelationFixture, fixture_for, merged_charmcraft, pushed_files
+from openstack_charms.testing.bundle import combination_id, deployed, overlay_combinations
 from openstack_charms.testing.model import Link, SimulatedModel
-from openstack_charms.testing.relations import INGRESS_ADDRESSES, MODEL
+from openstack_charms.testing.relations import INGRESS_ADDRESSES, MODEL, ingress_fixture, signing_fixture
+from ops import testing
 
 BUNDLE = REPO / "bundles" / "openstack.yaml"
+CA_CHARM = "self-signed-certificates"
 MAX_ROUNDS = 8
-
-
-def _bundle() -> dict[str, Any]:
-    return next(yaml.safe_load_all(BUNDLE.read_text()))
 
 
 def _our_charm(spec: dict[str, Any]) -> str | None:
@@ -36,10 +39,34 @@ def _our_charm(spec: dict[str, Any]) -> str | None:
     return match.group(1) if match and (REPO / "charms" / match.group(1)).is_dir() else None
 
 
-def _fixtures(
-    link: Link, _app_data: Mapping[str, str], _unit_data: Mapping[str, str]
-) -> RelationFixture | None:
-    return fixture_for(link.ours.endpoint, link.interface, link.ours.app)
+class Providers:
+    """The charms we do not write, answering as the bundle relates them."""
+
+    def __init__(self, bundle: Mapping[str, Any]) -> None:
+        self.model: SimulatedModel | None = None
+        cas = {f"{app}:certificates" for app, s in bundle["applications"].items() if s["charm"] == CA_CHARM}
+        #: the applications with a certificate: traefik serves https then, and says so in its URLs
+        self.tls_proxies = {
+            end.split(":")[0]
+            for a, b in bundle["relations"]
+            for end in (a, b)
+            if {a, b} & cas and end not in cas
+        }
+
+    def __call__(
+        self, link: Link, _app_data: Mapping[str, str], _unit_data: Mapping[str, str]
+    ) -> RelationFixture | None:
+        if link.interface == "tls-certificates" and self.model is not None:
+            _, units = self.model.requests(link)
+            return signing_fixture(
+                link.ours.endpoint, units.values(), remote_app=link.other.app, relation_id=link.id
+            )
+        if link.interface == "ingress":
+            scheme = "https" if link.other.app in self.tls_proxies else "http"
+            address = INGRESS_ADDRESSES[link.ours.endpoint]
+            url = f"{scheme}://{address}/{MODEL}-{link.ours.app}"
+            return ingress_fixture(link.ours.endpoint, url, app=link.ours.app, remote_app=link.other.app)
+        return fixture_for(link.ours.endpoint, link.interface, link.ours.app)
 
 
 @pytest.fixture
@@ -59,26 +86,116 @@ def keystone_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         sys.path.remove(str(REPO / "tests" / "unit" / "keystone"))
 
 
-def test_bundle_reaches_active(tmp_path: pathlib.Path, keystone_db: Any) -> None:
-    bundle = _bundle()
+def _certificate_names(pem: str) -> set[str]:
+    from cryptography import x509
+
+    certificate = x509.load_pem_x509_certificate(pem.encode())
+    return set(
+        certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName
+        )
+    )
+
+
+@pytest.mark.parametrize("combo", overlay_combinations(), ids=combination_id)
+def test_bundle_reaches_active(
+    tmp_path: pathlib.Path, keystone_db: Any, combo: tuple[pathlib.Path, ...]
+) -> None:
+    bundle = deployed(BUNDLE, combo)[0]
     ours = {app: c for app, spec in bundle["applications"].items() if (c := _our_charm(spec))}
     assert ours, "the bundle deploys none of our charms"
-    model = SimulatedModel(ours, [tuple(r) for r in bundle["relations"]], _fixtures, tmp_path, model=MODEL)
+    scale = {app: int(bundle["applications"][app].get("scale", 1)) for app in ours}
+    providers = Providers(bundle)
+    model = SimulatedModel(
+        ours,
+        [tuple(r) for r in bundle["relations"]],
+        providers,
+        tmp_path,
+        model=MODEL,
+        scale=scale,
+        live={"tls-certificates"},
+    )
+    providers.model = model
     missing = [
         f"{lk.ours.app}:{lk.ours.endpoint} ({lk.interface})"
         for lk in model.links
-        if not lk.other_is_ours and _fixtures(lk, {}, {}) is None
+        # the CA has an answer only once asked: it is there whatever the request
+        if not lk.other_is_ours and lk.interface != "tls-certificates" and providers(lk, {}, {}) is None
     ]
     assert not missing, f"no stand-in for the external side of {missing}"
 
-    statuses = model.settle(MAX_ROUNDS)
+    model.settle(MAX_ROUNDS)
+    statuses = model.unit_statuses()
+    assert len(statuses) == sum(scale.values())
     assert all(isinstance(s, ops.ActiveStatus) for s in statuses.values()), statuses
+    assert [u for u, s in model.unit_states.items() if s.leader] == [f"{app}/0" for app in ours]
+    # every unit saw the others of its application, and every unit of ours across each relation
+    for unit, state in model.unit_states.items():
+        app, number = unit.split("/")
+        for relation in state.relations:
+            if isinstance(relation, testing.PeerRelation):
+                assert set(relation.peers_data) == set(range(scale[app])) - {int(number)}, unit
+            elif isinstance(relation, testing.Relation) and relation.remote_app_name in scale:
+                assert set(relation.remote_units_data) == set(range(scale[relation.remote_app_name])), unit
+
+    # the units of an application run the same service: the same files (keystone's fernet and
+    # credential keys included) but for their own certificate and their own pod's name
+    for app, units in model.units.items():
+        seen: dict[str, dict[tuple[str, str], str]] = {}
+        for unit in units:
+            pod = unit.replace("/", "-") + "."
+            state = model.unit_states[unit]
+            seen[unit] = {
+                (c.name, path): text.replace(pod, "<pod>.")
+                for c in state.containers
+                for path, text in pushed_files(state, model.contexts[unit], c.name).items()
+                # the charm's manifest holds digests of every file, the unit's own certificate among them
+                if "/tls/" not in path and not path.startswith("/run/")
+            }
+        leader = seen[units[0]]
+        assert leader, app
+        for unit in units[1:]:
+            assert seen[unit] == leader, (
+                f"{unit} differs from the leader in {set(seen[unit].items()) ^ set(leader.items())}"
+            )
+
     # the identity-service flow really happened: every requirer got a service user in keystone
     users = {name for name, _ in keystone_db.users}
     for app, charm in ours.items():
         if "identity-service" in (merged_charmcraft(charm).get("requires") or {}):
             assert any(app.replace("-", "_") in u for u in users), f"no service user for {app}: {users}"
-    # ... and its endpoints are in the catalog, public ones behind the public ingress
-    public = {url for (_, interface, _), url in keystone_db.endpoints.items() if interface == "public"}
-    address = INGRESS_ADDRESSES["ingress-public"]
-    assert public == {f"http://{address}/{MODEL}-{app}" for app in ("glance", "placement")}
+
+    # ... and its endpoints are in the catalog, each behind its ingress, https where traefik has TLS
+    def scheme(proxy: str) -> str:
+        return "https" if proxy in providers.tls_proxies else "http"
+
+    expected = {
+        (interface, f"{scheme(proxy)}://{INGRESS_ADDRESSES[endpoint]}/{MODEL}-{app}")
+        for app in ("glance", "placement")
+        for interface, endpoint, proxy in (
+            ("public", "ingress-public", "traefik-public"),
+            ("internal", "ingress-internal", "traefik-internal"),
+            ("admin", "ingress-internal", "traefik-internal"),
+        )
+    }
+    assert {(interface, url) for (_, interface, _), url in keystone_db.endpoints.items()} == expected
+
+    tls = "traefik-internal" in providers.tls_proxies
+    # keystone's own URLs, which it hands its requirers
+    keystone = model.states["keystone"]
+    for relation in keystone.relations:
+        if relation.endpoint == "identity-service":
+            data = relation.local_app_data
+            assert data["internal-auth-url"].startswith(f"{'https' if tls else 'http'}://"), data
+            assert data["public-auth-url"].startswith("https://"), data
+
+    # with TLS, every unit serves a certificate of its own, naming its pod
+    for unit, state in model.unit_states.items():
+        app, number = unit.split("/")
+        served = [s for s in state.secrets if s.label == CACHE_LABEL]
+        if not tls:
+            assert not served, unit
+            continue
+        assert served, f"{unit} serves no certificate"
+        names = _certificate_names((served[0].latest_content or {})["certificate"])
+        assert f"{app}-{number}.{app}-endpoints.{MODEL}.svc.cluster.local" in names, (unit, names)

@@ -1,19 +1,28 @@
 """A Juju model in ops.testing: our charms wired as a bundle says, run until they settle.
 
-Every application of ours runs for real in ops.testing, one leader unit each.
-Relation data and granted secrets pass from each side's output state to the
-other side's input, round after round, until no databag changes. The other
-side of a relation with a charm we do not write is answered by a *responder*:
-given the request our charm wrote, it returns the relation as that provider
-would leave it (the unit tests use the fixtures; the functional tests create a
-real database and broker user first).
+Every application of ours runs for real in ops.testing, as many units as its
+scale (``<app>/0`` is the leader), each unit with a state of its own. Relation
+data and granted secrets pass from each side's output state to the other
+side's input, round after round, until no databag changes: a unit sees its
+application's databags as the leader last left them, every unit of the other
+side (``remote_units_data``), and, on the peer relation, the other units of its
+own application (``peers_data``). Only a leader may change an application
+databag; a follower that does is an error.
+
+The other side of a relation with a charm we do not write is answered by a
+*responder*: given the request our charm wrote, it returns the relation as
+that provider would leave it (the unit tests use the fixtures; the functional
+tests create a real database and broker user first). It answers once per
+relation, except for the ``live`` interfaces, whose provider answers again
+whenever the request changes (a CA signs each unit's certificate request as
+it comes).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from ops import testing
@@ -27,7 +36,7 @@ from . import (
     merged_charmcraft,
 )
 
-#: the first relation id of a model's links, above the ids ops.testing gives peers
+#: the first relation id of a model's links (peer relations get the ids below)
 FIRST_LINK_ID = 100
 
 
@@ -56,8 +65,9 @@ class Link:
     interface: str
 
 
-#: given a link to a charm we do not write and what our side asked (app and unit
-#: databags), the relation as that provider leaves it, or None while it has no answer
+#: given a link to a charm we do not write and what our side asked (the app databag and
+#: the leader unit's; every unit's: :meth:`SimulatedModel.requests`), the relation as that
+#: provider leaves it, or None while it has no answer
 Responder = Callable[[Link, Mapping[str, str], Mapping[str, str]], RelationFixture | None]
 
 
@@ -71,7 +81,13 @@ def endpoint_interface(charm: str, endpoint: str) -> str:
 
 
 class SimulatedModel:
-    """Our applications (``app -> charm``) related as ``relations`` (pairs of ``app:endpoint``)."""
+    """Our applications (``app -> charm``) related as ``relations`` (pairs of ``app:endpoint``).
+
+    ``scale`` gives the number of units of an application (default 1);
+    ``live`` the interfaces whose responder is asked again whenever the
+    request changes. Methods taking an application run its leader unit
+    unless given a unit name (``glance/2``).
+    """
 
     def __init__(
         self,
@@ -82,9 +98,19 @@ class SimulatedModel:
         *,
         model: str = "openstack",
         config: Mapping[str, Mapping[str, Any]] | None = None,
+        scale: Mapping[str, int] | None = None,
+        live: Collection[str] = (),
     ) -> None:
         self.apps = dict(apps)
         self.responder = responder
+        self.live = frozenset(live)
+        #: app -> its unit names, the leader first
+        self.units: dict[str, list[str]] = {
+            app: [f"{app}/{n}" for n in range(int((scale or {}).get(app, 1)))] for app in self.apps
+        }
+        for app, units in self.units.items():
+            if not units:
+                raise ValueError(f"{app}: scale must be at least 1")
         self.links: list[Link] = []
         for n, (a, b) in enumerate(relations, start=FIRST_LINK_ID):
             left, right = Side.parse(a), Side.parse(b)
@@ -92,43 +118,115 @@ class SimulatedModel:
                 if mine.app in self.apps:
                     interface = endpoint_interface(self.apps[mine.app], mine.endpoint)
                     self.links.append(Link(n, mine, theirs, theirs.app in self.apps, interface))
-        self.contexts = {app: charm_context(charm, app_name=app) for app, charm in self.apps.items()}
-        self.states: dict[str, testing.State] = {}
-        #: (app, relation id) -> the other side's data as ``app`` last saw it
+        self.contexts: dict[str, testing.Context[Any]] = {}
+        #: unit -> its latest state
+        self.unit_states: dict[str, testing.State] = {}
+        #: (unit, relation id) -> the other side's data as ``unit`` last saw it
         self.seen: dict[tuple[str, int], object] = {}
         self.external: dict[int, RelationFixture] = {}
+        #: relation id -> the request a live responder last answered
+        self._asked: dict[int, object] = {}
+        #: (app, peer endpoint) -> the peer relation's id, the same for every unit
+        self.peer_ids: dict[tuple[str, str], int] = {}
         for app, charm in self.apps.items():
             meta = merged_charmcraft(charm)
-            self.states[app] = testing.State(
-                leader=True,
-                model=testing.Model(name=model),
-                config=dict((config or {}).get(app, {})),
-                relations=[testing.PeerRelation(p) for p in meta.get("peers") or {}],
-                containers=[
-                    container(c, root / app, container_storages(spec), execs={testing.Exec([], stdout="")})
-                    for c, spec in (meta.get("containers") or {}).items()
-                ],
-                storages=[testing.Storage(s) for s in meta.get("storage") or {}],
-            )
+            for endpoint in meta.get("peers") or {}:
+                self.peer_ids[(app, endpoint)] = len(self.peer_ids) + 1
+            for n, unit in enumerate(self.units[app]):
+                self.contexts[unit] = charm_context(charm, app_name=app, unit_id=n)
+                self.unit_states[unit] = testing.State(
+                    leader=n == 0,
+                    model=testing.Model(name=model),
+                    config=dict((config or {}).get(app, {})),
+                    relations=[
+                        testing.PeerRelation(p, id=self.peer_ids[(app, p)]) for p in meta.get("peers") or {}
+                    ],
+                    containers=[
+                        container(
+                            c,
+                            root / unit.replace("/", "-"),
+                            container_storages(spec),
+                            execs={testing.Exec([], stdout="")},
+                        )
+                        for c, spec in (meta.get("containers") or {}).items()
+                    ],
+                    storages=[testing.Storage(s) for s in meta.get("storage") or {}],
+                )
+        if len(self.peer_ids) >= FIRST_LINK_ID:
+            raise ValueError("too many peer relations")
 
-    # -- what one application sees -------------------------------------------------
+    # -- units ---------------------------------------------------------------------
 
-    def _relation(self, app: str, link: Link) -> testing.Relation:
-        previous = self._local(app, link.id)
-        local_app = dict(previous.local_app_data) if previous else {}
-        local_unit = dict(previous.local_unit_data) if previous else {}
+    def _unit(self, app_or_unit: str) -> str:
+        return app_or_unit if "/" in app_or_unit else self.units[app_or_unit][0]
+
+    @staticmethod
+    def _app(unit: str) -> str:
+        return unit.split("/")[0]
+
+    @staticmethod
+    def _number(unit: str) -> int:
+        return int(unit.split("/")[1])
+
+    def leader(self, app: str) -> str:
+        """The leader unit of ``app``."""
+        return self.units[app][0]
+
+    @property
+    def states(self) -> dict[str, testing.State]:
+        """Each application's leader unit state (all units: :attr:`unit_states`)."""
+        return {app: self.unit_states[units[0]] for app, units in self.units.items()}
+
+    # -- what one unit sees --------------------------------------------------------
+
+    def _local(self, unit: str, relation_id: int) -> testing.RelationBase | None:
+        for relation in self.unit_states[unit].relations:
+            if relation.id == relation_id:
+                return relation
+        return None
+
+    def _bags(self, unit: str, relation_id: int) -> tuple[dict[str, str], dict[str, str]]:
+        """The application databag (the leader's) and ``unit``'s own databag on a relation."""
+        leader = self._local(self.leader(self._app(unit)), relation_id)
+        own = self._local(unit, relation_id)
+        return (
+            dict(leader.local_app_data) if leader else {},
+            dict(own.local_unit_data) if own else {},
+        )
+
+    def requests(self, link: Link) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """What our side of ``link`` wrote: its application databag, and every unit's by unit name."""
+        app_data, _ = self._bags(self.leader(link.ours.app), link.id)
+        return app_data, {u: self._bags(u, link.id)[1] for u in self.units[link.ours.app]}
+
+    def _answer(self, link: Link) -> RelationFixture | None:
+        answer = self.external.get(link.id)
+        if answer is not None and link.interface not in self.live:
+            return answer
+        app_data, units = self.requests(link)
+        request = (sorted(app_data.items()), sorted((u, sorted(d.items())) for u, d in units.items()))
+        if answer is not None and self._asked.get(link.id) == request:
+            return answer
+        self._asked[link.id] = request
+        fresh = self.responder(link, app_data, units[self.leader(link.ours.app)])
+        if fresh is not None:
+            self.external[link.id] = answer = fresh
+        return answer
+
+    def _relation(self, unit: str, link: Link) -> testing.Relation:
+        local_app, local_unit = self._bags(unit, link.id)
+        remote_units: dict[int, dict[str, str]]
         if link.other_is_ours:
-            other = self._local(link.other.app, link.id)
-            remote_app = dict(other.local_app_data) if other else {}
-            remote_unit = dict(other.local_unit_data) if other else {}
+            other = link.other.app
+            remote_app, _ = self._bags(self.leader(other), link.id)
+            remote_units = {self._number(u): self._bags(u, link.id)[1] for u in self.units[other]}
         else:
-            answer = self.external.get(link.id) or self.responder(link, local_app, local_unit)
-            remote_app, remote_unit = {}, {}
+            answer = self._answer(link)
+            remote_app, remote_units = {}, {0: {}}
             if answer is not None:
-                self.external[link.id] = answer
                 assert isinstance(answer.relation, testing.Relation)
                 remote_app = dict(answer.relation.remote_app_data)
-                remote_unit = dict(next(iter(answer.relation.remote_units_data.values()), {}))
+                remote_units = {0: dict(next(iter(answer.relation.remote_units_data.values()), {}))}
         return testing.Relation(
             link.ours.endpoint,
             id=link.id,
@@ -137,89 +235,136 @@ class SimulatedModel:
             local_app_data=local_app,
             local_unit_data=local_unit,
             remote_app_data=remote_app,
-            remote_units_data={0: remote_unit},
+            remote_units_data=remote_units,
         )
 
-    def _local(self, app: str, relation_id: int) -> testing.Relation | None:
-        for relation in self.states[app].relations:
-            if relation.id == relation_id and isinstance(relation, testing.Relation):
-                return relation
-        return None
+    def _peer(self, unit: str, relation: testing.PeerRelation) -> testing.PeerRelation:
+        app = self._app(unit)
+        local_app, local_unit = self._bags(unit, relation.id)
+        others = {self._number(u): self._bags(u, relation.id)[1] for u in self.units[app] if u != unit}
+        return dataclasses.replace(
+            relation, local_app_data=local_app, local_unit_data=local_unit, peers_data=others
+        )
 
-    def _secrets(self, app: str) -> list[testing.Secret]:
-        own = [s for s in self.states[app].secrets if s.owner is not None]
+    def _secrets(self, unit: str) -> list[testing.Secret]:
+        app = self._app(unit)
+        state = self.unit_states[unit]
+        # app-owned secrets are the leader's to change: every unit sees them as the leader left them
+        app_owned = [s for s in self.unit_states[self.leader(app)].secrets if s.owner == "app"]
+        own = [*app_owned, *(s for s in state.secrets if s.owner == "unit")]
         mine = {lk.id for lk in self.links if lk.ours.app == app}
-        granted = [
-            testing.Secret(s.latest_content, id=s.id, owner=None)
-            for other, state in self.states.items()
-            if other != app
-            for s in state.secrets
-            if s.owner is not None and set(s.remote_grants) & mine
-        ]
+        granted: dict[str, testing.Secret] = {}
+        for other, units in self.units.items():
+            if other == app:
+                continue
+            # a follower's copy of an app secret may be behind the leader's
+            owned = [s for s in self.unit_states[units[0]].secrets if s.owner == "app"]
+            owned += [s for u in units for s in self.unit_states[u].secrets if s.owner == "unit"]
+            for s in owned:
+                if set(s.remote_grants) & mine:
+                    granted.setdefault(s.id, testing.Secret(s.latest_content, id=s.id, owner=None))
         for link in self.links:
             answer = self.external.get(link.id)
             if link.ours.app == app and answer is not None:
-                granted.extend(answer.secrets)
-        return own + granted
+                for s in answer.secrets:
+                    granted.setdefault(s.id, s)
+        return own + list(granted.values())
 
-    def input_state(self, app: str) -> testing.State:
-        """What ``app`` sees now: every relation with the other sides' latest data."""
-        peers = [r for r in self.states[app].relations if isinstance(r, testing.PeerRelation)]
-        relations = [self._relation(app, lk) for lk in self.links if lk.ours.app == app]
+    def input_state(self, app_or_unit: str) -> testing.State:
+        """What a unit (an application: its leader) sees now: every relation with the latest data."""
+        unit = self._unit(app_or_unit)
+        app = self._app(unit)
+        peers = [
+            self._peer(unit, r)
+            for r in self.unit_states[unit].relations
+            if isinstance(r, testing.PeerRelation)
+        ]
+        relations = [self._relation(unit, lk) for lk in self.links if lk.ours.app == app]
         return dataclasses.replace(
-            self.states[app], relations=[*peers, *relations], secrets=self._secrets(app)
+            self.unit_states[unit], relations=[*peers, *relations], secrets=self._secrets(unit)
         )
 
     # -- running -------------------------------------------------------------------
 
-    def run(self, app: str, event: Callable[[testing.Context[Any]], Any] | None = None) -> testing.State:
-        """Run one event (default config-changed) on ``app`` with the latest data."""
-        ctx = self.contexts[app]
-        load_charm_class(self.apps[app])  # keeps the charm's src/ importable, as Juju does
-        state = self.input_state(app)
-        self._saw(app, state)
-        self.states[app] = ctx.run(event(ctx) if event else ctx.on.config_changed(), state)
-        return self.states[app]
+    def run(
+        self, app_or_unit: str, event: Callable[[testing.Context[Any]], Any] | None = None
+    ) -> testing.State:
+        """Run one event (default config-changed) on a unit (an application: its leader)."""
+        unit = self._unit(app_or_unit)
+        ctx = self.contexts[unit]
+        load_charm_class(self.apps[self._app(unit)])  # keeps the charm's src/ importable, as Juju does
+        state = self.input_state(unit)
+        self._saw(unit, state)
+        out = ctx.run(event(ctx) if event else ctx.on.config_changed(), state)
+        if not state.leader:
+            for before in state.relations:
+                after = out.get_relation(before.id)
+                if dict(after.local_app_data) != dict(before.local_app_data):
+                    raise AssertionError(
+                        f"{unit}, not the leader, changed the app databag of {before.endpoint}"
+                    )
+        self.unit_states[unit] = out
+        return out
 
-    @staticmethod
-    def _remote(relation: testing.Relation) -> object:
-        return (sorted(relation.remote_app_data.items()), sorted(relation.remote_units_data[0].items()))
+    def _remote(self, unit: str, relation: testing.RelationBase) -> object:
+        if isinstance(relation, testing.PeerRelation):
+            # the application databag is the leader's own writing: news only to the others
+            app = [] if self.unit_states[unit].leader else sorted(relation.local_app_data.items())
+            return (app, sorted((n, sorted(d.items())) for n, d in relation.peers_data.items()))
+        assert isinstance(relation, testing.Relation)
+        return (
+            sorted(relation.remote_app_data.items()),
+            sorted((n, sorted(d.items())) for n, d in relation.remote_units_data.items()),
+        )
 
-    def _saw(self, app: str, state: testing.State) -> None:
+    def _saw(self, unit: str, state: testing.State) -> None:
         for relation in state.relations:
-            if isinstance(relation, testing.Relation):
-                self.seen[(app, relation.id)] = self._remote(relation)
+            self.seen[(unit, relation.id)] = self._remote(unit, relation)
 
-    def deliver(self, app: str) -> None:
-        """Run what Juju would on ``app`` now: relation-changed of each relation whose other side changed.
+    def deliver(self, app_or_unit: str) -> None:
+        """Run what Juju would on a unit now: relation-changed of each relation whose other side changed.
 
         A charm may rely on that event to learn of new remote data (keystone reads
         a requirer's request only then); config-changed when nothing changed.
         """
+        unit = self._unit(app_or_unit)
         changed = [
             r.id
-            for r in self.input_state(app).relations
-            if isinstance(r, testing.Relation) and self.seen.get((app, r.id)) != self._remote(r)
+            for r in self.input_state(unit).relations
+            # a peer relation without other units has nobody to change it
+            if not (isinstance(r, testing.PeerRelation) and not r.peers_data)
+            and self.seen.get((unit, r.id)) != self._remote(unit, r)
         ]
         if not changed:
-            self.run(app)
+            self.run(unit)
         for relation_id in changed:
-            state = self.input_state(app)
-            relation = state.get_relation(relation_id)
-            self.run(app, lambda ctx, relation=relation: ctx.on.relation_changed(relation, remote_unit=0))
+            relation = self.input_state(unit).get_relation(relation_id)
+            # the peer relation's changes come from another unit of ours, any other's from the remote side
+            if isinstance(relation, testing.PeerRelation):
+                remote = min(relation.peers_data)
+            else:
+                assert isinstance(relation, testing.Relation)
+                remote = min(relation.remote_units_data)
+            self.run(
+                unit,
+                lambda ctx, relation=relation, remote=remote: ctx.on.relation_changed(
+                    relation, remote_unit=remote
+                ),
+            )
 
-    def run_action(self, app: str, action: str, **params: Any) -> dict[str, Any]:
-        """Run an action on ``app``'s unit and return its results."""
-        ctx = self.contexts[app]
-        self.run(app, lambda c: c.on.action(action, params=params))
+    def run_action(self, app_or_unit: str, action: str, **params: Any) -> dict[str, Any]:
+        """Run an action on a unit (an application: its leader) and return its results."""
+        unit = self._unit(app_or_unit)
+        ctx = self.contexts[unit]
+        self.run(unit, lambda c: c.on.action(action, params=params))
         return dict(ctx.action_results or {})
 
     def databags(self) -> dict[tuple[str, int], tuple[dict[str, str], dict[str, str]]]:
+        """Every unit's view of its side of every relation, peers included: (app databag, unit databag)."""
         return {
-            (app, r.id): (dict(r.local_app_data), dict(r.local_unit_data))
-            for app, state in self.states.items()
+            (unit, r.id): (dict(r.local_app_data), dict(r.local_unit_data))
+            for unit, state in self.unit_states.items()
             for r in state.relations
-            if isinstance(r, testing.Relation)
         }
 
     def settle(
@@ -229,7 +374,7 @@ class SimulatedModel:
         between_rounds: Callable[[], None] | None = None,
         until_active: bool = False,
     ) -> dict[str, Any]:
-        """Deliver Juju's events to every application, round after round, until no databag changes.
+        """Deliver Juju's events to every unit, round after round, until no databag changes.
 
         ``between_rounds`` runs after each round (the functional tests wait there for
         started services, as time passes between hooks); with ``until_active`` the
@@ -237,15 +382,25 @@ class SimulatedModel:
         """
         for _ in range(max_rounds):
             before = self.databags()
-            for app in self.apps:
-                self.deliver(app)
+            for units in self.units.values():
+                for unit in units:
+                    self.deliver(unit)
             if between_rounds is not None:
                 between_rounds()
-            active = all(s.name == "active" for s in self.statuses().values())
+            active = all(s.name == "active" for s in self.unit_statuses().values())
             if self.databags() == before and (active or not until_active):
                 return self.statuses()
-        raise AssertionError(f"not settled after {max_rounds} rounds: {self.statuses()}")
+        raise AssertionError(f"not settled after {max_rounds} rounds: {self.unit_statuses()}")
+
+    def unit_statuses(self) -> dict[str, Any]:
+        """Each unit's status, by unit name."""
+        return {unit: state.unit_status for unit, state in self.unit_states.items()}
 
     def statuses(self) -> dict[str, Any]:
-        """Each application's unit status."""
-        return {app: state.unit_status for app, state in self.states.items()}
+        """Each application's unit status: the first of its units that is not active, else the leader's."""
+        statuses = self.unit_statuses()
+        result = {}
+        for app, units in self.units.items():
+            waiting = [statuses[u] for u in units if statuses[u].name != "active"]
+            result[app] = waiting[0] if waiting else statuses[units[0]]
+        return result

@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import functools
 import json
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ops import testing
@@ -221,3 +222,50 @@ def readiness_fixture(
         endpoint, interface=endpoint, remote_app_name=remote_app, remote_app_data={"ready": json.dumps(ready)}
     )
     return RelationFixture(relation)
+
+
+def signing_fixture(
+    endpoint: str,
+    unit_databags: Iterable[Mapping[str, str]],
+    *,
+    remote_app: str = "certificates",
+    relation_id: int | None = None,
+) -> RelationFixture | None:
+    """Return a ``tls-certificates`` relation where the provider signed every request the units made.
+
+    ``unit_databags`` are the requirer units' databags, where each unit keeps
+    its requests (``certificate_signing_requests``); ``None`` while none has
+    asked. Unlike :func:`certificates_fixture`, which stands for a unit that
+    already has its key and certificate, this answers what the charm itself
+    generated, as self-signed-certificates does.
+    """
+    _, ca = fixture_ca()
+    issued = []
+    for databag in unit_databags:
+        requests = json.loads(databag.get("certificate_signing_requests") or "[]")
+        for request in requests:
+            csr = str(request["certificate_signing_request"]).strip()
+            certificate = _signed(csr)
+            issued.append(
+                {
+                    "ca": str(ca),
+                    "certificate_signing_request": csr,
+                    "certificate": certificate,
+                    "chain": [certificate, str(ca)],
+                }
+            )
+    if not issued:
+        return None
+    relation = testing.Relation(
+        endpoint,
+        interface="tls-certificates",
+        remote_app_name=remote_app,
+        remote_app_data={"certificates": json.dumps(issued)},
+    )
+    return RelationFixture(_with_id(relation, relation_id))
+
+
+@functools.cache
+def _signed(csr_pem: str) -> str:
+    # a provider keeps what it issued: the same request keeps its certificate
+    return sign(csr_pem)
