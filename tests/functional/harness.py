@@ -54,8 +54,6 @@ from openstack_charms.testing.relations import amqp_fixture, database_fixture, i
 from ops import pebble, testing
 from scenario import mocking
 
-#: the charms' own bookkeeping inside a container (one per container in a pod, one machine here)
-CHARM_STATE = "/run/openstack-charm/"
 #: the account the operator's tool asks keystone for over identity-credentials
 CREDENTIALS_USER = "functional-operator"
 SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -103,10 +101,13 @@ class Container:
             upper, work = state / "upper" / directory[1:], state / "work" / directory[1:]
             upper.mkdir(parents=True)
             work.mkdir(parents=True)
-            layers = f"lowerdir={directory},upperdir={upper},workdir={work}"
+            layers = shlex.quote(f"lowerdir={directory},upperdir={upper},workdir={work}")
             script.append(f"mount -t overlay overlay -o {layers} {directory}")
         for location, volume in volumes.items():
-            script += [f"mkdir -p {shlex.quote(location)}", f"mount --bind {volume} {shlex.quote(location)}"]
+            script += [
+                f"mkdir -p {shlex.quote(location)}",
+                f"mount --bind {shlex.quote(str(volume))} {shlex.quote(location)}",
+            ]
         # last: the volumes and upper directories above live in the host's /tmp
         script += ["mount -t tmpfs -o mode=1777 tmpfs /tmp", "echo ready", "exec sleep infinity"]
         self.holder = subprocess.Popen(
@@ -265,8 +266,6 @@ class Machine:
         group: str | None,
     ) -> None:
         """Write a file as Pebble would (parents made with the same owner when asked)."""
-        if path.startswith(CHARM_STATE):
-            return
         if make_dirs:
             parent = str(pathlib.PurePosixPath(path).parent)
             self.make_dir(key, parent, make_parents=True, permissions=0o755, user=user, group=group)
@@ -290,8 +289,6 @@ class Machine:
         group: str | None,
     ) -> None:
         """Make a directory as Pebble would."""
-        if path.startswith(CHARM_STATE):
-            return
         container = self.containers[key]
         uid, gid = self._ids(key, user, group)
         target = pathlib.PurePosixPath(path)

@@ -10,7 +10,7 @@ import pytest
 from harness import Cloud, Machine
 
 #: what the charms write, in their containers only
-SERVICE_PATHS = ("/etc/keystone", "/etc/glance", "/etc/placement", "/var/lib/glance")
+SERVICE_PATHS = ("/etc/keystone", "/etc/glance", "/etc/placement", "/var/lib/glance", "/run/openstack-charm")
 SERVICE_USERS = ("keystone", "glance", "placement")
 
 
@@ -27,6 +27,8 @@ def test_the_cloud_changed_nothing_on_the_machine(cloud: Cloud) -> None:
     # each container has only the users its own image would have
     with pytest.raises(KeyError):
         cloud.machine.uid("glance", "glance", "keystone")
+    # the charm's manifest of what it applied is its container's own
+    assert cloud.machine.path("keystone", "keystone", "/run/openstack-charm/manifest.json").is_file()
     # the storage volume is mounted in glance's container, not on the machine
     assert cloud.machine.path("glance", "glance", "/var/lib/glance/images").is_dir()
 
