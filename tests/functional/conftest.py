@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import Cloud, Machine, Providers, real_pebble
+from harness import Cloud, Machine, Providers, real_pebble, unit_name
 from openstack_charms.testing import REPO, container_storages, merged_charmcraft
 from openstack_charms.testing.model import SimulatedModel
 
@@ -19,9 +19,10 @@ LEFT_OUT = {
 }
 
 
-#: what the kolla images ship outside their venv that the charms rely on: path in the image -> in the venv
-#: (kolla copies a service's etc/ into /etc/<service>; pip puts it under the venv's etc/)
-IMAGE_FILES = {"/etc/glance/metadefs": "etc/glance/metadefs"}
+#: what the kolla images ship outside their venv that the charms rely on, by (charm, container):
+#: path in the image -> in the venv (kolla copies a service's etc/ into /etc/<service>; pip puts
+#: it under the venv's etc/)
+IMAGE_FILES = {("glance-k8s", "glance"): {"/etc/glance/metadefs": "etc/glance/metadefs"}}
 
 #: relations beyond the bundle's: an operator's tool asking keystone for an account
 EXTRA = [("keystone:identity-credentials", "operator-tools:identity-credentials")]
@@ -62,21 +63,27 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, venv: pathlib.Path) -> Itera
         pytest.fail("the functional tests run inside tests/functional/sandbox.py: use tox -e functional")
     apps, relations = bundle_layout()
     logs = tmp_path_factory.mktemp("logs")
-    machine = Machine(venv, logs)
-    machine.provide_image_files({path: venv / source for path, source in IMAGE_FILES.items()})
+    # pytest's own temporary tree: outside what the containers overlay, and pruned by pytest
+    # if a killed run never reached its cleanup
+    machine = Machine(venv, logs, tmp_path_factory.mktemp("units"))
     providers = Providers()
     model = SimulatedModel(apps, relations, providers, tmp_path_factory.mktemp("model"))
-    for charm in apps.values():
-        for spec in (merged_charmcraft(charm).get("containers") or {}).values():
-            for location in container_storages(spec).values():
-                machine.attach_storage(location)
-    with real_pebble(machine):
-        try:
+    try:
+        # the pods are there before their charms run
+        for app, charm in apps.items():
+            unit = unit_name(model, app)
+            for name, spec in (merged_charmcraft(charm).get("containers") or {}).items():
+                machine.add_container(unit, name, container_storages(spec))
+                image = IMAGE_FILES.get((charm, name), {})
+                machine.provide_image_files(unit, name, {path: venv / src for path, src in image.items()})
+        with real_pebble(machine):
             cloud = Cloud(model, machine)
             cloud.settle()
             yield cloud
-        finally:
+    finally:
+        try:
             machine.cleanup()
+        finally:
             providers.cleanup()
 
 

@@ -79,7 +79,7 @@ def host_side(command: list[str]) -> int:
     """Bridge RabbitMQ to a unix socket, then run ourselves again in a new network namespace."""
     if os.geteuid() != 0:
         sys.exit("sandbox: the functional tests run services as their own users and need root")
-    # the services write their real paths (/etc/keystone, ...) and databases: one run at a time
+    # the databases and broker users have fixed names on the machine's MariaDB and RabbitMQ: one run at a time
     LOCK.parent.mkdir(parents=True, exist_ok=True)
     lock = LOCK.open("w")
     try:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import pathlib
-import pwd
 from typing import Any
 
 from clients import image_roundtrip, openstack_json
+from harness import Cloud
 
 CLOUD = "openstack"
 
@@ -22,7 +22,7 @@ def test_glance_is_in_the_catalog_at_its_ingress_url(venv: pathlib.Path, admin: 
 
 
 def test_image_upload_and_download_return_the_same_bytes(
-    venv: pathlib.Path, admin: dict[str, Any], tmp_path: pathlib.Path
+    cloud: Cloud, venv: pathlib.Path, admin: dict[str, Any], tmp_path: pathlib.Path
 ) -> None:
     data = os.urandom(1024 * 1024 + 17)
     image_id, back = image_roundtrip(
@@ -30,9 +30,9 @@ def test_image_upload_and_download_return_the_same_bytes(
     )
     assert back == data
     # the bytes are on the storage volume the charm declared, owned by glance
-    stored = pathlib.Path("/var/lib/glance/images/store") / image_id
+    stored = cloud.machine.path("glance", "glance", f"/var/lib/glance/images/store/{image_id}")
     assert stored.read_bytes() == data
-    assert stored.stat().st_uid == pwd.getpwnam("glance").pw_uid
+    assert stored.stat().st_uid == cloud.machine.uid("glance", "glance", "glance")
     image_roundtrip(
         venv, admin["clouds_yaml"], CLOUD, b"x" * 4096, tmp_path, name="deleted-image", delete=True
     )

@@ -27,8 +27,10 @@ def test_token_issue_with_the_clouds_yaml_of_get_admin_account(
     assert token["id"] and token["project_id"]
 
 
-def _keys(directory: str) -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted(pathlib.Path(directory).iterdir())}
+def _keys(cloud: Cloud, directory: str) -> dict[str, str]:
+    return {
+        p.name: p.read_text() for p in sorted(cloud.machine.path("keystone", "keystone", directory).iterdir())
+    }
 
 
 def test_old_tokens_validate_after_rotate_fernet_keys(
@@ -36,11 +38,11 @@ def test_old_tokens_validate_after_rotate_fernet_keys(
 ) -> None:
     auth_url = admin["results"]["public-endpoint"]
     before = openstack_json(venv, admin["clouds_yaml"], CLOUD, "token", "issue")["id"]
-    keys_before = _keys("/etc/keystone/fernet-keys")
+    keys_before = _keys(cloud, "/etc/keystone/fernet-keys")
 
     results = cloud.model.run_action("keystone", "rotate-fernet-keys")
     assert results["applied"] == "now"
-    keys_after = _keys("/etc/keystone/fernet-keys")
+    keys_after = _keys(cloud, "/etc/keystone/fernet-keys")
     # the staged key became the new primary (highest index), a new key is staged
     assert max(keys_after, key=int) == str(int(max(keys_before, key=int)) + 1)
     assert keys_after[max(keys_after, key=int)] == keys_before["0"]
