@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import Cloud, Machine, Providers, real_pebble, unit_name
+from harness import Cloud, Machine, Providers, real_pebble
 from openstack_charms.testing import REPO, container_storages, merged_charmcraft
 from openstack_charms.testing.model import SimulatedModel
 
@@ -71,11 +71,11 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, venv: pathlib.Path) -> Itera
     try:
         # the pods are there before their charms run
         for app, charm in apps.items():
-            unit = unit_name(model, app)
-            for name, spec in (merged_charmcraft(charm).get("containers") or {}).items():
-                machine.add_container(unit, name, container_storages(spec))
-                image = IMAGE_FILES.get((charm, name), {})
-                machine.provide_image_files(unit, name, {path: venv / src for path, src in image.items()})
+            for unit in model.units[app]:
+                for name, spec in (merged_charmcraft(charm).get("containers") or {}).items():
+                    machine.add_container(unit, name, container_storages(spec))
+                    image = IMAGE_FILES.get((charm, name), {})
+                    machine.provide_image_files(unit, name, {path: venv / src for path, src in image.items()})
         with real_pebble(machine):
             cloud = Cloud(model, machine)
             cloud.settle()

@@ -671,12 +671,6 @@ def mariadb(sql: str) -> str:
 # -- a deployed cloud -------------------------------------------------------------------
 
 
-def unit_name(model: SimulatedModel, app: str) -> str:
-    """The unit the model runs for ``app`` (its charm context's)."""
-    context = model.contexts[app]
-    return f"{context.app_name}/{context.unit_id}"
-
-
 class Cloud:
     """Our charms deployed together, their workloads running on this machine."""
 
@@ -687,11 +681,11 @@ class Cloud:
     def plans(self) -> dict[ContainerKey, pebble.Plan]:
         """Each container's Pebble plan, as the charms left it."""
         plans = {}
-        for app, state in self.model.states.items():
+        for unit, state in self.model.unit_states.items():
             for container in state.containers:
                 layers = list(container.layers.values())
                 if layers:
-                    plans[(unit_name(self.model, app), container.name)] = pebble.Plan(
+                    plans[(unit, container.name)] = pebble.Plan(
                         {
                             "services": {
                                 k: v
