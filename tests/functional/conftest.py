@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import Cloud, Ingress, Machine, Providers, ensure_haproxy, real_pebble, unit_name
+from harness import Cloud, Ingress, Machine, Providers, ensure_haproxy, real_pebble
 from openstack_charms.testing import REPO, container_storages, merged_charmcraft
 from openstack_charms.testing.model import SimulatedModel
 
@@ -86,11 +86,11 @@ def cloud(
     try:
         # the pods are there before their charms run
         for app, charm in apps.items():
-            unit = unit_name(model, app)
-            for name, spec in (merged_charmcraft(charm).get("containers") or {}).items():
-                machine.add_container(unit, name, container_storages(spec))
-                image = IMAGE_FILES.get((charm, name), {})
-                machine.provide_image_files(unit, name, {path: venv / src for path, src in image.items()})
+            for unit in model.units[app]:
+                for name, spec in (merged_charmcraft(charm).get("containers") or {}).items():
+                    machine.add_container(unit, name, container_storages(spec))
+                    image = IMAGE_FILES.get((charm, name), {})
+                    machine.provide_image_files(unit, name, {path: venv / src for path, src in image.items()})
         with real_pebble(machine):
             cloud = Cloud(model, machine, ingress)
             cloud.settle()

@@ -1056,9 +1056,8 @@ def mariadb(sql: str) -> str:
 
 
 def unit_name(model: SimulatedModel, app: str) -> str:
-    """The unit the model runs for ``app`` (its charm context's)."""
-    context = model.contexts[app]
-    return f"{context.app_name}/{context.unit_id}"
+    """The leader unit of ``app`` (the one its application-level runs and actions use)."""
+    return model.leader(app)
 
 
 class Cloud:
@@ -1072,11 +1071,11 @@ class Cloud:
     def plans(self) -> dict[ContainerKey, pebble.Plan]:
         """Each container's Pebble plan, as the charms left it."""
         plans = {}
-        for app, state in self.model.states.items():
+        for unit, state in self.model.unit_states.items():
             for container in state.containers:
                 layers = list(container.layers.values())
                 if layers:
-                    plans[(unit_name(self.model, app), container.name)] = pebble.Plan(
+                    plans[(unit, container.name)] = pebble.Plan(
                         {
                             "services": {
                                 k: v
