@@ -585,7 +585,12 @@ class Machine:
         shutil.rmtree(self.state, ignore_errors=True)
         alive = [c.key for c in self.containers.values() if pathlib.Path(f"/proc/{c.holder.pid}").exists()]
         alive += [n.unit for n in self.networks.values() if pathlib.Path(f"/proc/{n.holder.pid}").exists()]
-        links = [n.link for n in self.networks.values() if _has_link(n.link)]
+        # the kernel dismantles a namespace without processes in the background, its veths with it
+        deadline = time.monotonic() + 30
+        while (
+            links := [n.link for n in self.networks.values() if _has_link(n.link)]
+        ) and time.monotonic() < deadline:
+            time.sleep(0.2)
         if alive or links or self.state.exists():
             raise AssertionError(
                 f"left behind: holders of {alive}, links {links}, state {self.state.exists()}"
