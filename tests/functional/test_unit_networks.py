@@ -20,6 +20,7 @@ def _status(url: str) -> int:
         with urllib.request.urlopen(url, timeout=10) as response:
             return response.status
     except urllib.error.HTTPError as e:
+        e.close()
         return e.code
 
 
