@@ -18,11 +18,16 @@ and never changed:
 - the users the image would have are created in the container, the unit's
   storage volumes are mounted where charmcraft.yaml says.
 
+Each unit has a network namespace of its own, as a pod, with its own address
+on sandbox.py's bridge; its containers, their commands and services, and its
+charm's hooks run in it.
+
 The other side of each relation is real too: the database relation carries a
 MariaDB database and user created the way mysql-k8s creates them, the amqp
-relation a RabbitMQ user and vhost, the ingress relation the address the
-service really answers on; identity data is what our keystone charm published
-after creating the service users in the running keystone.
+relation a RabbitMQ user and vhost (both at the bridge's gateway), the ingress
+relation the URL of a HAProxy frontend in front of every unit of the
+application; identity data is what our keystone charm published after creating
+the service users in the running keystone.
 
 Everything runs inside the private network namespace set up by sandbox.py.
 """
