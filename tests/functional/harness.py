@@ -1068,9 +1068,12 @@ class Providers:
 
 
 def mariadb(sql: str) -> str:
-    """Run SQL as MariaDB's root (the server on loopback, as CI has it)."""
+    """Run SQL as MariaDB's root (the server on loopback, as CI has it, through the gateway's forwarder).
+
+    The gateway, not the sandbox's loopback: it is the same from a unit's network.
+    """
     done = subprocess.run(
-        ["mariadb", "-h", "127.0.0.1", "-P", "3306", "-uroot", "-N", "-e", sql],
+        ["mariadb", "-h", GATEWAY, "-P", "3306", "-uroot", "-N", "-e", sql],
         capture_output=True,
         text=True,
         timeout=60,
