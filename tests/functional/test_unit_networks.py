@@ -81,7 +81,7 @@ def test_a_request_through_haproxy_reaches_the_unit(cloud: Cloud) -> None:
 
 
 def test_haproxy_balances_over_every_unit_then_cleanup_leaves_nothing(
-    venv: pathlib.Path, tmp_path: pathlib.Path
+    venv: pathlib.Path, tmp_path: pathlib.Path, haproxy: None
 ) -> None:
     machine = Machine(venv, tmp_path, tmp_path / "units")
     ingress = Ingress(machine, tmp_path, tmp_path)
