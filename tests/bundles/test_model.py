@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import ops
@@ -108,3 +109,25 @@ def test_a_live_interface_is_asked_again_when_the_request_changes(tmp_path: path
     # each unit's host is a new request to a live provider
     assert once.asked["mysql_client"] == live.asked["mysql_client"] == 1
     assert live.asked["ingress"] > once.asked["ingress"]
+
+
+def test_each_units_hooks_run_in_the_context_it_is_given(tmp_path: pathlib.Path) -> None:
+    entered: list[str] = []
+    inside: list[bool] = []
+
+    @contextlib.contextmanager
+    def pod(unit: str) -> Iterator[None]:
+        entered.append(unit)
+        inside.append(True)
+        try:
+            yield
+        finally:
+            inside.pop()
+
+    model = _model(tmp_path, charm_runs_in=pod)
+    model.settle()
+    assert set(entered) == {"placement/0", "placement/1", "placement/2"}
+    assert inside == []
+    before = len(entered)
+    model.run("placement/1")
+    assert entered[before:] == ["placement/1"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import Cloud, Machine, Providers, real_pebble
+from harness import Cloud, Ingress, Machine, Providers, ensure_haproxy, real_pebble
 from openstack_charms.testing import REPO, container_storages, merged_charmcraft
 from openstack_charms.testing.model import SimulatedModel
 
@@ -58,16 +58,31 @@ def venv() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def cloud(tmp_path_factory: pytest.TempPathFactory, venv: pathlib.Path) -> Iterator[Cloud]:
+def sandbox() -> None:
     if os.environ.get("OPENSTACK_SANDBOX") != "1":
         pytest.fail("the functional tests run inside tests/functional/sandbox.py: use tox -e functional")
+
+
+@pytest.fixture(scope="session")
+def haproxy(sandbox: None) -> None:
+    """Debian's haproxy at its pin, the ingress providers' stand-in."""
+    ensure_haproxy()
+
+
+@pytest.fixture(scope="session")
+def cloud(
+    tmp_path_factory: pytest.TempPathFactory, venv: pathlib.Path, sandbox: None, haproxy: None
+) -> Iterator[Cloud]:
     apps, relations = bundle_layout()
     logs = tmp_path_factory.mktemp("logs")
     # pytest's own temporary tree: outside what the containers overlay, and pruned by pytest
     # if a killed run never reached its cleanup
     machine = Machine(venv, logs, tmp_path_factory.mktemp("units"))
-    providers = Providers()
-    model = SimulatedModel(apps, relations, providers, tmp_path_factory.mktemp("model"))
+    ingress = Ingress(machine, tmp_path_factory.mktemp("ingress"), logs)
+    providers = Providers(ingress=ingress)
+    model = SimulatedModel(
+        apps, relations, providers, tmp_path_factory.mktemp("model"), charm_runs_in=machine.charm_runs_in
+    )
     try:
         # the pods are there before their charms run
         for app, charm in apps.items():
@@ -77,12 +92,15 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, venv: pathlib.Path) -> Itera
                     image = IMAGE_FILES.get((charm, name), {})
                     machine.provide_image_files(unit, name, {path: venv / src for path, src in image.items()})
         with real_pebble(machine):
-            cloud = Cloud(model, machine)
+            cloud = Cloud(model, machine, ingress)
             cloud.settle()
             yield cloud
     finally:
         try:
-            machine.cleanup()
+            try:
+                ingress.close()
+            finally:
+                machine.cleanup()
         finally:
             providers.cleanup()
 

@@ -18,11 +18,16 @@ and never changed:
 - the users the image would have are created in the container, the unit's
   storage volumes are mounted where charmcraft.yaml says.
 
+Each unit has a network namespace of its own, as a pod, with its own address
+on sandbox.py's bridge; its containers, their commands and services, and its
+charm's hooks run in it.
+
 The other side of each relation is real too: the database relation carries a
 MariaDB database and user created the way mysql-k8s creates them, the amqp
-relation a RabbitMQ user and vhost, the ingress relation the address the
-service really answers on; identity data is what our keystone charm published
-after creating the service users in the running keystone.
+relation a RabbitMQ user and vhost (both at the bridge's gateway), the ingress
+relation the URL of a HAProxy frontend in front of every unit of the
+application; identity data is what our keystone charm published after creating
+the service users in the running keystone.
 
 Everything runs inside the private network namespace set up by sandbox.py.
 """
@@ -30,9 +35,14 @@ Everything runs inside the private network namespace set up by sandbox.py.
 from __future__ import annotations
 
 import contextlib
+import csv
+import ctypes
 import dataclasses
 import errno
+import gc
 import io
+import ipaddress
+import itertools
 import json
 import os
 import pathlib
@@ -40,6 +50,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -52,6 +63,7 @@ from openstack_charms.testing import RelationFixture
 from openstack_charms.testing.model import Link, SimulatedModel
 from openstack_charms.testing.relations import amqp_fixture, database_fixture, ingress_fixture
 from ops import pebble, testing
+from sandbox import BRIDGE, GATEWAY, NETWORK
 from scenario import mocking
 
 #: the account the operator's tool asks keystone for over identity-credentials
@@ -63,6 +75,126 @@ def host_command(*argv: str) -> list[str]:
     """A command run in the machine's network namespace (where rabbitmqctl reaches its node)."""
     pid = os.environ.get("SANDBOX_HOST_PID")
     return ["nsenter", f"--net=/proc/{pid}/ns/net", *argv] if pid else list(argv)
+
+
+# -- the units' networks -----------------------------------------------------------
+
+_NETWORK = ipaddress.ip_network(NETWORK)
+#: units take 198.18.1.1 on, the ingress frontends 198.18.0.2 on; counted for the whole
+#: run, so that a test's own Machine or Ingress never takes the session cloud's addresses
+_UNIT_NUMBERS = itertools.count(1)
+_FRONTEND_NUMBERS = itertools.count(2)
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+@contextlib.contextmanager
+def network_of(pid: int) -> Iterator[None]:
+    """Run the calling thread in ``pid``'s network namespace: its sockets are that namespace's.
+
+    A network namespace is a thread's own (unlike a mount namespace), so the
+    tests' process can make a request as a unit's pod would, ``localhost``
+    included, and come back.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(own)
+
+
+def _ip(*argv: str, netns_of: int | None = None) -> None:
+    prefix = ["nsenter", f"--net=/proc/{netns_of}/ns/net"] if netns_of else []
+    done = subprocess.run([*prefix, "ip", *argv], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"ip {shlex.join(argv)}: {done.stderr.strip()}")
+
+
+class UnitNetwork:
+    """A unit's network namespace, shared by its containers as a pod's: its own address on the bridge.
+
+    A holder process (``unshare --net``, then sleep) keeps the namespace, as a
+    pod's pause container does; one end of a veth pair is the unit's ``eth0``,
+    the other is plugged into sandbox.py's bridge, where the gateway (MariaDB,
+    RabbitMQ) and the ingress frontends are.
+    """
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        number = next(_UNIT_NUMBERS)
+        self.address = str(_NETWORK.network_address + 256 + number)
+        self.link = f"unit{number}"
+        self.holder = subprocess.Popen(
+            [
+                "setpriv",
+                "--pdeathsig",
+                "KILL",
+                "unshare",
+                "--net",
+                "sh",
+                "-c",
+                "echo ready; exec sleep infinity",
+            ],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        assert self.holder.stdout is not None
+        try:
+            if self.holder.stdout.readline() != b"ready\n":
+                raise RuntimeError(f"network of {unit}: its holder did not start")
+            pid = self.holder.pid
+            self.inode = os.stat(self.namespace).st_ino
+            _ip("link", "add", self.link, "type", "veth", "peer", "name", "eth0", "netns", str(pid))
+            _ip("link", "set", self.link, "master", BRIDGE, "up")
+            _ip("link", "set", "lo", "up", netns_of=pid)
+            _ip("addr", "add", f"{self.address}/{_NETWORK.prefixlen}", "dev", "eth0", netns_of=pid)
+            _ip("link", "set", "eth0", "up", netns_of=pid)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def namespace(self) -> str:
+        return f"/proc/{self.holder.pid}/ns/net"
+
+    def entered(self) -> contextlib.AbstractContextManager[None]:
+        """The calling thread in this unit's network (see :func:`network_of`)."""
+        return network_of(self.holder.pid)
+
+    def processes(self) -> list[int]:
+        """The processes (any of their threads) still in this unit's network namespace."""
+        found = []
+        for ns in pathlib.Path("/proc").glob("[0-9]*/task/*/ns/net"):
+            with contextlib.suppress(OSError):
+                if os.stat(ns).st_ino == self.inode:
+                    found.append(int(ns.parts[4]))
+        return found
+
+    def close(self) -> None:
+        """Unplug the unit and kill its holder: the namespace goes once nothing holds it."""
+        # the veth is deleted, not left to the namespace's end: the closed connections of the
+        # unit's killed services (TCP sockets without a process) hold the namespace until they time out
+        with contextlib.suppress(RuntimeError):
+            _ip("link", "del", self.link)
+        if self.holder.poll() is None:
+            self.holder.kill()
+        self.holder.wait(10)
+        if self.holder.stdout is not None:
+            self.holder.stdout.close()
 
 
 # -- the machine playing the containers ---------------------------------------------
@@ -89,13 +221,21 @@ class Container:
     """One workload container: a mount namespace where OVERLAID are the host's plus its own writes.
 
     A holder process (``unshare --mount``, then sleep) keeps the namespace alive;
-    files are reached through ``/proc/<holder>/root``, which walks the container's
-    mounts, and processes enter it with ``nsenter`` before taking their user.
+    it starts in its unit's network namespace. Files are reached through
+    ``/proc/<holder>/root``, which walks the container's mounts, and processes
+    enter both namespaces with ``nsenter`` before taking their user.
     """
 
-    def __init__(self, key: ContainerKey, state: pathlib.Path, volumes: Mapping[str, pathlib.Path]) -> None:
+    def __init__(
+        self,
+        key: ContainerKey,
+        state: pathlib.Path,
+        volumes: Mapping[str, pathlib.Path],
+        network: UnitNetwork,
+    ) -> None:
         self.key = key
         self.state = state
+        self.network = network
         script = ["set -e"]
         for directory in OVERLAID:
             upper, work = state / "upper" / directory[1:], state / "work" / directory[1:]
@@ -111,7 +251,7 @@ class Container:
         # last: the volumes and upper directories above live in the host's /tmp
         script += ["mount -t tmpfs -o mode=1777 tmpfs /tmp", "echo ready", "exec sleep infinity"]
         self.holder = subprocess.Popen(
-            [*HOLDER, "sh", "-c", "\n".join(script)],
+            ["nsenter", f"--net={network.namespace}", *HOLDER, "sh", "-c", "\n".join(script)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -157,7 +297,8 @@ class Container:
         self, argv: list[str], *, user: str | None, group: str | None, working_dir: str = "/"
     ) -> list[str]:
         """``argv`` run in this container, as ``user``:``group`` named in its own /etc/passwd."""
-        prefix = ["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt", f"--wdns={working_dir}", "--"]
+        ns = f"/proc/{self.holder.pid}/ns"
+        prefix = ["nsenter", f"--mount={ns}/mnt", f"--net={ns}/net", f"--wdns={working_dir}", "--"]
         # entering a namespace needs root: the user is taken inside, after it
         ids = [f"--reuid={user}", "--init-groups"] if user else []
         ids += [f"--regid={group}"] if group else []
@@ -184,6 +325,8 @@ class Machine:
         self.logs = logs
         self.state = state
         self.containers: dict[ContainerKey, Container] = {}
+        #: unit -> its network, made with its first container
+        self.networks: dict[str, UnitNetwork] = {}
         self.processes: dict[tuple[ContainerKey, str], tuple[subprocess.Popen[bytes], dict[str, Any]]] = {}
         self.execs: list[tuple[ContainerKey, list[str], int]] = []
 
@@ -199,8 +342,25 @@ class Machine:
             volume.mkdir(mode=0o755, parents=True, exist_ok=True)
             volumes[location] = volume
         key = (unit, name)
-        self.containers[key] = Container(key, unit_dir / "containers" / name, volumes)
+        if unit not in self.networks:
+            self.networks[unit] = UnitNetwork(unit)
+        self.containers[key] = Container(key, unit_dir / "containers" / name, volumes, self.networks[unit])
         return self.containers[key]
+
+    def address(self, unit: str) -> str:
+        """The unit's own address on the bridge."""
+        return self.networks[unit].address
+
+    def units(self, app: str) -> list[str]:
+        """The units of ``app`` that have a pod here, in their order."""
+        return sorted(
+            (u for u in self.networks if u.split("/")[0] == app), key=lambda u: int(u.split("/")[1])
+        )
+
+    def charm_runs_in(self, unit: str) -> contextlib.AbstractContextManager[None]:
+        """Where the unit's charm runs: in its pod's network (``localhost`` is its workload's)."""
+        network = self.networks.get(unit)
+        return network.entered() if network else contextlib.nullcontext()
 
     def container(self, unit_or_app: str, name: str) -> Container:
         """A container by its unit, or by its application while that has one unit."""
@@ -415,7 +575,10 @@ class Machine:
         }
         while pending:
             for check, url in list(pending.items()):
-                if _http_ok(url):
+                # Pebble checks from the pod: localhost is the unit's
+                with self.networks[check[0][0]].entered():
+                    ok = _http_ok(url)
+                if ok:
                     del pending[check]
             dead = [k for k, (p, _) in self.processes.items() if p.poll() is not None]
             if dead:
@@ -437,16 +600,40 @@ class Machine:
             self.stop(key, name)
         for container in self.containers.values():
             container.close()
+        for network in self.networks.values():
+            network.close()
         shutil.rmtree(self.state, ignore_errors=True)
+        # a socket this process opened in a unit's network (a charm's, a check's) keeps that
+        # namespace while it is open: those only the garbage collector still holds are closed
+        gc.collect()
         alive = [c.key for c in self.containers.values() if pathlib.Path(f"/proc/{c.holder.pid}").exists()]
-        if alive or self.state.exists():
-            raise AssertionError(f"left behind: holders of {alive}, state {self.state.exists()}")
+        alive += [n.unit for n in self.networks.values() if pathlib.Path(f"/proc/{n.holder.pid}").exists()]
+        inside = {n.unit: pids for n in self.networks.values() if (pids := n.processes())}
+        links = [n.link for n in self.networks.values() if _has_link(n.link)]
+        if alive or inside or links or self.state.exists():
+            raise AssertionError(
+                f"left behind: holders of {alive}, processes in the units' networks {inside},"
+                f" links {links}, state {self.state.exists()}"
+            )
+
+
+def _has_link(name: str) -> bool:
+    # /sys/class/net is the machine's (sysfs was mounted there): ask the kernel in this namespace
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
 
 
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
             return 200 <= response.status < 300
+    except urllib.error.HTTPError as e:
+        # its socket, in a unit's network, would keep that namespace until the garbage collector runs
+        e.close()
+        return False
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
@@ -566,6 +753,226 @@ def real_pebble(machine: Machine) -> Iterator[None]:
             setattr(client, name, fn)
 
 
+# -- ingress: HAProxy in front of every unit ------------------------------------------
+
+#: Debian bookworm's haproxy (from its security archive); an update replacing it there moves this pin
+HAPROXY_PIN = "2.6.12-1+deb12u4"
+HAPROXY = "/usr/sbin/haproxy"
+
+
+def _dpkg_version(package: str) -> str | None:
+    done = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Status} ${Version}", package],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    status, _, version = done.stdout.rpartition(" ")
+    return version if status.endswith(" installed") else None
+
+
+def ensure_haproxy() -> None:
+    """Install Debian's haproxy at its pin, unless it is; it stays, as the OpenStack venv does.
+
+    apt-get runs in the machine's network namespace (the archive is not reachable
+    from the sandbox's), refreshing the package lists once if they do not know
+    the pin. Without systemd, the package's postinst may start its own daemon
+    through the init script: that one is stopped, the tests run their own.
+    """
+    if _dpkg_version("haproxy") == HAPROXY_PIN:
+        return
+    fresh = _dpkg_version("haproxy") is None
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    apt = ["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout=600"]
+    madison = subprocess.run(["apt-cache", "madison", "haproxy"], capture_output=True, text=True, check=False)
+    if f" {HAPROXY_PIN} " not in madison.stdout:
+        subprocess.run(host_command(*apt, "update"), env=env, capture_output=True, check=True, timeout=600)
+    done = subprocess.run(
+        host_command(
+            *apt, "install", "--no-install-recommends", "--allow-downgrades", f"haproxy={HAPROXY_PIN}"
+        ),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"apt-get install haproxy={HAPROXY_PIN}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    if fresh and os.path.exists("/run/haproxy.pid"):
+        subprocess.run(["/etc/init.d/haproxy", "stop"], capture_output=True, check=False, timeout=60)
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """One ingress relation: a frontend on its provider's address, every unit of ``app`` behind it."""
+
+    app: str
+    address: str
+    port: int
+    backend_port: int
+    scheme: str
+
+
+class Ingress:
+    """The ingress providers (traefik-k8s in the bundle) stood in by one HAProxy process.
+
+    Each provider application (traefik-internal, traefik-public) has an address of
+    its own on the units' bridge, as each traefik has its load balancer's; each
+    ingress relation is a frontend on its provider's address at the port the
+    requirer asked, and a backend with every unit of the requirer at its own
+    address, health-checked. HAProxy runs in the sandbox's network namespace, a
+    child of the run in the foreground; its configuration is rendered here and
+    it is restarted on each change.
+    """
+
+    def __init__(self, machine: Machine, state: pathlib.Path, logs: pathlib.Path) -> None:
+        self.machine = machine
+        self.config = state / "haproxy.cfg"
+        self.stats_socket = state / "haproxy.sock"
+        self.log = logs / "haproxy.log"
+        #: provider application -> its address on the bridge
+        self.addresses: dict[str, str] = {}
+        #: frontend name (``<app>-<endpoint>``) -> its route
+        self.routes: dict[str, Route] = {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def address(self, provider: str) -> str:
+        """The provider's address, added to the bridge the first time it is asked."""
+        if provider not in self.addresses:
+            address = str(_NETWORK.network_address + next(_FRONTEND_NUMBERS))
+            _ip("addr", "add", f"{address}/32", "dev", BRIDGE)
+            self.addresses[provider] = address
+        return self.addresses[provider]
+
+    def route(self, app: str, endpoint: str, provider: str, port: int, scheme: str = "http") -> str:
+        """Route ``provider``'s frontend for ``app``'s ``endpoint`` to its units on ``port``; the URL."""
+        address = self.address(provider)
+        name = f"{app}-{endpoint}"
+        taken = [n for n, r in self.routes.items() if n != name and (r.address, r.port) == (address, port)]
+        if taken:
+            raise ValueError(f"{provider} already serves {taken[0]} on port {port}")
+        self.routes[name] = Route(app, address, port, port, scheme)
+        self.restart()
+        return f"http://{address}:{port}"
+
+    def render(self) -> str:
+        """HAProxy's configuration for the routes."""
+        lines = [
+            "global",
+            "    log stdout format raw local0",
+            f"    stats socket {self.stats_socket} mode 600 level admin",
+            "defaults",
+            "    mode http",
+            "    log global",
+            "    option httplog",
+            # a request that met a unit going away tries another
+            "    option redispatch",
+            "    retries 3",
+            "    timeout connect 5s",
+            # image uploads and tempest's slow calls
+            "    timeout client 300s",
+            "    timeout server 300s",
+            "    timeout check 5s",
+            "    default-server check inter 1s fall 2 rise 1",
+        ]
+        for name, route in sorted(self.routes.items()):
+            tls = " ssl verify none" if route.scheme == "https" else ""
+            lines += [
+                f"frontend {name}",
+                f"    bind {route.address}:{route.port}",
+                f"    default_backend {name}",
+                f"backend {name}",
+                "    balance roundrobin",
+                # every API's root answers its versions without a token (200 or 300)
+                "    option httpchk GET /",
+                "    http-check expect rstatus ^[23]",
+            ]
+            for unit in self.machine.units(route.app):
+                server = unit.replace("/", "-")
+                lines.append(f"    server {server} {self.machine.address(unit)}:{route.backend_port}{tls}")
+        return "\n".join(lines) + "\n"
+
+    def restart(self) -> None:
+        """Render, check and (re)start HAProxy; return once every frontend accepts connections."""
+        self.stop()
+        self.config.write_text(self.render())
+        checked = subprocess.run(
+            [HAPROXY, "-c", "-q", "-f", str(self.config)], capture_output=True, text=True
+        )
+        if checked.returncode != 0:
+            raise RuntimeError(f"haproxy -c {self.config}: {checked.stdout}{checked.stderr}")
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                ["setpriv", "--pdeathsig", "KILL", HAPROXY, "-db", "-f", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 10
+        waiting = {(r.address, r.port) for r in self.routes.values()}
+        while waiting:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"haproxy exited: {self.log.read_text(errors='replace')[-2000:]}")
+            for where in list(waiting):
+                with contextlib.suppress(OSError), socket.create_connection(where, timeout=1):
+                    waiting.discard(where)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"haproxy does not listen on {sorted(waiting)}")
+            time.sleep(0.1)
+
+    def servers(self) -> dict[tuple[str, str], dict[str, str]]:
+        """HAProxy's own view of every server: (backend, server) -> its stats (``status``, ``stot``, ...)."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.stats_socket))
+            sock.sendall(b"show stat\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        rows = csv.DictReader(io.StringIO(data.decode().removeprefix("# ")))
+        return {
+            (row["pxname"], row["svname"]): row
+            for row in rows
+            if row.get("svname") not in (None, "FRONTEND", "BACKEND")
+        }
+
+    def wait_until_up(self, timeout: float = 30) -> None:
+        """Wait until HAProxy's health checks found every unit up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            down = {k: v["status"] for k, v in self.servers().items() if v["status"] != "UP"}
+            if not down:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"HAProxy still finds these down after {timeout} s: {down}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(10)
+            self.process = None
+
+    def close(self) -> None:
+        """Stop HAProxy and take the providers' addresses off the bridge; fail if HAProxy survived."""
+        pid = self.process.pid if self.process else None
+        self.stop()
+        for address in self.addresses.values():
+            with contextlib.suppress(RuntimeError):
+                _ip("addr", "del", f"{address}/32", "dev", BRIDGE)
+        if pid is not None and pathlib.Path(f"/proc/{pid}").exists():
+            raise AssertionError(f"left behind: haproxy {pid}")
+
+
 # -- the providers we do not write, for real ------------------------------------------
 
 
@@ -573,6 +980,7 @@ def real_pebble(machine: Machine) -> Iterator[None]:
 class Providers:
     """MariaDB, RabbitMQ and ingress answering our charms' requests for real."""
 
+    ingress: Ingress | None = None
     databases: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     rabbit_users: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
@@ -595,10 +1003,15 @@ class Providers:
             )
             return RelationFixture(relation)
         if link.interface == "ingress":
-            if "port" not in app_data:
+            if "port" not in app_data or self.ingress is None:
                 return None
-            # no proxy here: the URL users reach is where the service answers
-            url = f"http://127.0.0.1:{json.loads(app_data['port'])}"
+            url = self.ingress.route(
+                link.ours.app,
+                link.ours.endpoint,
+                link.other.app,
+                int(json.loads(app_data["port"])),
+                scheme=json.loads(app_data.get("scheme", '"http"')),
+            )
             return ingress_fixture(link.ours.endpoint, url, app=link.ours.app, relation_id=link.id)
         return None
 
@@ -619,7 +1032,7 @@ class Providers:
             name,
             password=password,
             username=user,
-            endpoints="127.0.0.1:3306",
+            endpoints=f"{GATEWAY}:3306",
             relation_id=link.id,
         )
 
@@ -643,7 +1056,7 @@ class Providers:
                 check=argv[0] != "delete_user" and argv[0] != "add_vhost",
             )
         self.rabbit_users.append((username, vhost))
-        return amqp_fixture(link.ours.endpoint, password=password, hostname="127.0.0.1", relation_id=link.id)
+        return amqp_fixture(link.ours.endpoint, password=password, hostname=GATEWAY, relation_id=link.id)
 
     def cleanup(self) -> None:
         """Drop every database, database user, broker user and vhost created."""
@@ -655,9 +1068,12 @@ class Providers:
 
 
 def mariadb(sql: str) -> str:
-    """Run SQL as MariaDB's root (the server on loopback, as CI has it)."""
+    """Run SQL as MariaDB's root (the server on loopback, as CI has it, through the gateway's forwarder).
+
+    The gateway, not the sandbox's loopback: it is the same from a unit's network.
+    """
     done = subprocess.run(
-        ["mariadb", "-h", "127.0.0.1", "-P", "3306", "-uroot", "-N", "-e", sql],
+        ["mariadb", "-h", GATEWAY, "-P", "3306", "-uroot", "-N", "-e", sql],
         capture_output=True,
         text=True,
         timeout=60,
@@ -671,12 +1087,18 @@ def mariadb(sql: str) -> str:
 # -- a deployed cloud -------------------------------------------------------------------
 
 
+def unit_name(model: SimulatedModel, app: str) -> str:
+    """The leader unit of ``app`` (the one its application-level runs and actions use)."""
+    return model.leader(app)
+
+
 class Cloud:
     """Our charms deployed together, their workloads running on this machine."""
 
-    def __init__(self, model: SimulatedModel, machine: Machine) -> None:
+    def __init__(self, model: SimulatedModel, machine: Machine, ingress: Ingress | None = None) -> None:
         self.model = model
         self.machine = machine
+        self.ingress = ingress
 
     def plans(self) -> dict[ContainerKey, pebble.Plan]:
         """Each container's Pebble plan, as the charms left it."""
@@ -700,7 +1122,13 @@ class Cloud:
         return plans
 
     def settle(self, max_rounds: int = 10) -> dict[str, Any]:
-        """Run every charm, let started services come up, repeat until all are active and nothing changes."""
-        return self.model.settle(
+        """Run every charm, let started services come up, repeat until all are active and nothing changes.
+
+        At the end HAProxy has found every unit up: the URLs the charms published answer.
+        """
+        statuses = self.model.settle(
             max_rounds, between_rounds=lambda: self.machine.wait_for_checks(self.plans()), until_active=True
         )
+        if self.ingress is not None:
+            self.ingress.wait_until_up()
+        return statuses

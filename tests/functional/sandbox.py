@@ -3,13 +3,16 @@
     python tests/functional/sandbox.py COMMAND [ARG ...]
 
 The services the functional tests start bind where the charms tell them to
-(all interfaces, as in a pod). Inside a network namespace of their own, with
-only a loopback interface, every port they open stays private to the test run,
-and nothing can clash with what runs on the machine. The namespace reaches the
-machine's MariaDB through its unix socket and RabbitMQ through a unix-socket
-bridge this script keeps in the machine's namespace, so that 127.0.0.1:3306 and
-127.0.0.1:5672 inside mean the real servers. Commands that must run in the
-machine's namespace (rabbitmqctl) use ``nsenter`` with SANDBOX_HOST_PID.
+(all interfaces, as in a pod). Inside a network namespace of their own every
+port they open stays private to the test run, and nothing can clash with what
+runs on the machine. The namespace has loopback and a bridge, BRIDGE, with
+GATEWAY on NETWORK (198.18.0.0/15, reserved for benchmarks: never a real
+network's), where the harness plugs each unit's own network namespace. The
+namespace reaches the machine's MariaDB through its unix socket and RabbitMQ
+through a unix-socket bridge this script keeps in the machine's namespace, so
+that port 3306 and 5672 of 127.0.0.1 and of GATEWAY inside mean the real
+servers. Commands that must run in the machine's namespace (rabbitmqctl,
+apt-get) use ``nsenter`` with SANDBOX_HOST_PID.
 
 Needs root (CI and the developers' machines run as root) and util-linux's
 ``unshare``; exits with the command's exit code.
@@ -30,6 +33,11 @@ from collections.abc import Awaitable, Callable
 LOCK = pathlib.Path("/var/tmp/openstack-charm-collection/functional.lock")
 MARIADB_SOCKET = os.environ.get("MARIADB_SOCKET", "/run/mysqld/mysqld.sock")
 RABBITMQ = ("127.0.0.1", 5672)
+#: the units' network: the sandbox's side of the bridge is the gateway, the units and
+#: the ingress frontends take the addresses after it (the harness hands them out)
+NETWORK = "198.18.0.0/15"
+GATEWAY = "198.18.0.1"
+BRIDGE = "units0"
 
 Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
@@ -103,16 +111,25 @@ def host_side(command: list[str]) -> int:
 
 
 def inside(command: list[str]) -> int:
-    """Bring up loopback, forward 3306 and 5672 to the machine's servers, run the command."""
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    """Bring up loopback and the units' bridge, forward 3306 and 5672 to the real servers, run the command."""
+    prefix = NETWORK.split("/")[1]
+    for argv in (
+        ("link", "set", "lo", "up"),
+        ("link", "add", BRIDGE, "type", "bridge"),
+        ("addr", "add", f"{GATEWAY}/{prefix}", "dev", BRIDGE),
+        ("link", "set", BRIDGE, "up"),
+    ):
+        subprocess.run(["ip", *argv], check=True)
     bridge = os.environ["SANDBOX_AMQP_SOCKET"]
+    # loopback for the tests' own clients, the gateway for the units
+    hosts = ["127.0.0.1", GATEWAY]
     _serve_forever(
         [
             lambda: asyncio.start_server(
-                _forwarder(lambda: asyncio.open_unix_connection(MARIADB_SOCKET)), "127.0.0.1", 3306
+                _forwarder(lambda: asyncio.open_unix_connection(MARIADB_SOCKET)), hosts, 3306
             ),
             lambda: asyncio.start_server(
-                _forwarder(lambda: asyncio.open_unix_connection(bridge)), "127.0.0.1", 5672
+                _forwarder(lambda: asyncio.open_unix_connection(bridge)), hosts, 5672
             ),
         ]
     )

@@ -12,12 +12,17 @@ from harness import Cloud
 CLOUD = "openstack"
 
 
-def test_glance_is_in_the_catalog_at_its_ingress_url(venv: pathlib.Path, admin: dict[str, Any]) -> None:
+def test_glance_is_in_the_catalog_at_its_ingress_url(
+    cloud: Cloud, venv: pathlib.Path, admin: dict[str, Any]
+) -> None:
     endpoints = openstack_json(venv, admin["clouds_yaml"], CLOUD, "endpoint", "list", "--service", "image")
+    # HAProxy's frontends, one per ingress relation, on each traefik's address
+    assert cloud.ingress is not None
+    public, internal = (cloud.ingress.addresses[f"traefik-{n}"] for n in ("public", "internal"))
     assert {(e["Interface"], e["URL"]) for e in endpoints} == {
-        ("public", "http://127.0.0.1:9292"),
-        ("internal", "http://127.0.0.1:9292"),
-        ("admin", "http://127.0.0.1:9292"),
+        ("public", f"http://{public}:9292"),
+        ("internal", f"http://{internal}:9292"),
+        ("admin", f"http://{internal}:9292"),
     }
 
 

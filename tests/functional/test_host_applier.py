@@ -11,7 +11,7 @@ but the manifest, proven by counting wrappers first on PATH and by Python's
 audit hooks. At the end the service is stopped and the package purged.
 
 In the sandbox (``tox -e functional``) the test's network namespace has only
-loopback, so the apt-get wrapper runs apt-get in the machine's namespace
+loopback and the units' bridge, so the apt-get wrapper runs apt-get in the machine's namespace
 (``nsenter`` into ``SANDBOX_HOST_PID``'s) for the archive; everything else,
 the proxy included, stays inside.
 """

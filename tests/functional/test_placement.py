@@ -7,19 +7,25 @@ from typing import Any
 
 import pytest
 from clients import HTTPError, http_request, openstack_json, placement_roundtrip
+from harness import Cloud
 
 CLOUD = "openstack"
 
 
 def test_placement_is_in_the_catalog_and_refuses_anonymous_calls(
-    venv: pathlib.Path, admin: dict[str, Any]
+    cloud: Cloud, venv: pathlib.Path, admin: dict[str, Any]
 ) -> None:
     endpoints = openstack_json(
         venv, admin["clouds_yaml"], CLOUD, "endpoint", "list", "--service", "placement"
     )
-    assert {e["URL"] for e in endpoints} == {"http://127.0.0.1:8778"}
+    # HAProxy's frontends, one per ingress relation, on each traefik's address
+    assert cloud.ingress is not None
+    public, internal = (cloud.ingress.addresses[f"traefik-{n}"] for n in ("public", "internal"))
+    urls = {e["Interface"]: e["URL"] for e in endpoints}
+    assert set(urls.values()) == {f"http://{public}:8778", f"http://{internal}:8778"}
+    assert urls["public"] == f"http://{public}:8778"
     with pytest.raises(HTTPError) as refused:
-        http_request("GET", "http://127.0.0.1:8778/resource_providers")
+        http_request("GET", f"http://{public}:8778/resource_providers")
     assert refused.value.status == 401
 
 

@@ -20,6 +20,7 @@ it comes).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -86,7 +87,9 @@ class SimulatedModel:
     ``scale`` gives the number of units of an application (default 1);
     ``live`` the interfaces whose responder is asked again whenever the
     request changes. Methods taking an application run its leader unit
-    unless given a unit name (``glance/2``).
+    unless given a unit name (``glance/2``). ``charm_runs_in`` gives, for a
+    unit, the context its charm's hooks run in (the functional tests enter the
+    unit's network namespace: a charm shares its pod's network).
     """
 
     def __init__(
@@ -100,8 +103,10 @@ class SimulatedModel:
         config: Mapping[str, Mapping[str, Any]] | None = None,
         scale: Mapping[str, int] | None = None,
         live: Collection[str] = (),
+        charm_runs_in: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
     ) -> None:
         self.apps = dict(apps)
+        self.charm_runs_in = charm_runs_in or (lambda unit: contextlib.nullcontext())
         self.responder = responder
         self.live = frozenset(live)
         #: app -> its unit names, the leader first
@@ -295,7 +300,8 @@ class SimulatedModel:
         load_charm_class(self.apps[self._app(unit)])  # keeps the charm's src/ importable, as Juju does
         state = self.input_state(unit)
         self._saw(unit, state)
-        out = ctx.run(event(ctx) if event else ctx.on.config_changed(), state)
+        with self.charm_runs_in(unit):
+            out = ctx.run(event(ctx) if event else ctx.on.config_changed(), state)
         if not state.leader:
             for before in state.relations:
                 after = out.get_relation(before.id)
