@@ -1087,11 +1087,6 @@ def mariadb(sql: str) -> str:
 # -- a deployed cloud -------------------------------------------------------------------
 
 
-def unit_name(model: SimulatedModel, app: str) -> str:
-    """The leader unit of ``app`` (the one its application-level runs and actions use)."""
-    return model.leader(app)
-
-
 class Cloud:
     """Our charms deployed together, their workloads running on this machine."""
 
