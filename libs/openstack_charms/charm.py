@@ -93,9 +93,15 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
             for role, endpoints in (("requires", self.meta.requires), ("provides", self.meta.provides))
             for name, meta in endpoints.items()
         ]
+        wired = wiring.wires(declared, self.own_wiring)
+        #: endpoint -> the context field its handler fills
+        self._fields = {
+            endpoint: wiring.context_field(endpoint, wired[endpoint], role, interface)
+            for role, endpoint, interface in declared
+            if endpoint in wired
+        }
         self.handlers: dict[str, RelationHandler[Any]] = {
-            endpoint: wire.factory(self, endpoint)
-            for endpoint, wire in wiring.wires(declared, self.own_wiring).items()
+            endpoint: wire.factory(self, endpoint) for endpoint, wire in wired.items()
         }
         for event in self._reconcile_events():
             framework.observe(event, self._on_event)
@@ -173,14 +179,14 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
         by_interface: dict[str, Any] = {}
         databases: dict[str, Any] = {}
         for endpoint, handler in self.handlers.items():
-            context = handler.context
+            field = self._fields[endpoint]
+            context = handler.context if field else None
             if context is None:
                 continue
-            kind = self._context_key(endpoint)
-            if kind == "databases":
+            if field == "databases":
                 databases[endpoint] = context
-            elif kind:
-                by_interface[kind] = context
+            else:
+                by_interface[field] = context
         return {
             "config": self.typed_config,
             "service_name": self.service_name,
@@ -191,12 +197,6 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
             "urls": self.urls,
             **by_interface,
         }
-
-    def _context_key(self, endpoint: str) -> str:
-        meta = self.meta.relations[endpoint]
-        if endpoint in wiring.INGRESS_ENDPOINTS:
-            return endpoint.replace("-", "_")
-        return _CONTEXT_FIELDS.get((meta.role.value, meta.interface_name or ""), "")
 
     @property
     def templates_dir(self) -> pathlib.Path:
@@ -218,8 +218,7 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
     @property
     def tls_enabled(self) -> bool:
         """Whether this unit serves TLS (a certificate has been issued)."""
-        handler = self._handler_of("tls-certificates")
-        return handler is not None and handler.ready
+        return any(self.handlers[e].ready for e, field in self._fields.items() if field == "tls")
 
     def certificate_names(self) -> tuple[str, list[str]]:
         """The common name and DNS names of this unit's certificate."""
@@ -258,12 +257,6 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
             internal_url=urls.internal,
             public_url=urls.public,
         )
-
-    def _handler_of(self, interface: str) -> RelationHandler[Any] | None:
-        for endpoint, handler in self.handlers.items():
-            if self.meta.relations[endpoint].interface_name == interface:
-                return handler
-        return None
 
     def db_sync(
         self,
@@ -443,14 +436,3 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
             raise Waiting(f"waiting for the leader to run {what}")
         run()
         self.peers.set(key, fingerprint)
-
-
-#: (role, interface) -> the context field its handler's context fills
-_CONTEXT_FIELDS: Mapping[tuple[str, str], str] = {
-    ("requires", "mysql_client"): "databases",
-    ("requires", "rabbitmq"): "amqp",
-    ("requires", "keystone"): "identity",
-    ("requires", "keystone-credentials"): "credentials",
-    ("requires", "tls-certificates"): "tls",
-    ("requires", "certificate_transfer"): "ca",
-}

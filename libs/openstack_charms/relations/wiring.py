@@ -40,6 +40,9 @@ class Wire:
     """Every module the handler can import (the build imports each)."""
     requirements: tuple[str, ...] = ()
     """PyPI requirements those modules need beyond :data:`RUNTIME`, pinned."""
+    field: str = ""
+    """The :class:`~openstack_charms.context.ServiceContext` field the handler's context fills
+    (``databases``: by endpoint; ``ingress``: ``ingress_internal`` or ``ingress_public``, by endpoint)."""
 
 
 def _database(charm: Charm, endpoint: str) -> RelationHandler[Any]:
@@ -126,20 +129,22 @@ _CA_LIB = "charmlibs-interfaces-certificate-transfer==1.1.0"
 
 #: (role, interface) -> how its handler is built
 TABLE: Mapping[tuple[str, str], Wire] = {
-    ("requires", "mysql_client"): Wire(_database, (f"{_HERE}.database",)),
-    ("requires", "rabbitmq"): Wire(_amqp, (f"{_HERE}.amqp",)),
-    ("requires", "ingress"): Wire(_ingress, (f"{_HERE}.ingress",)),
+    ("requires", "mysql_client"): Wire(_database, (f"{_HERE}.database",), field="databases"),
+    ("requires", "rabbitmq"): Wire(_amqp, (f"{_HERE}.amqp",), field="amqp"),
+    ("requires", "ingress"): Wire(_ingress, (f"{_HERE}.ingress",), field="ingress"),
     ("requires", "keystone"): Wire(
-        _identity_service, (f"{_HERE}.identity", "charms.keystone_k8s.v0.identity_service")
+        _identity_service, (f"{_HERE}.identity", "charms.keystone_k8s.v0.identity_service"), field="identity"
     ),
     ("requires", "keystone-credentials"): Wire(
-        _identity_credentials, (f"{_HERE}.identity", "charms.keystone_k8s.v0.identity_credentials")
+        _identity_credentials,
+        (f"{_HERE}.identity", "charms.keystone_k8s.v0.identity_credentials"),
+        field="credentials",
     ),
     ("requires", "tls-certificates"): Wire(
-        _certificates, (f"{_HERE}.tls", "charmlibs.interfaces.tls_certificates"), (_TLS_LIB,)
+        _certificates, (f"{_HERE}.tls", "charmlibs.interfaces.tls_certificates"), (_TLS_LIB,), field="tls"
     ),
     ("requires", "certificate_transfer"): Wire(
-        _ca, (f"{_HERE}.tls", "charmlibs.interfaces.certificate_transfer"), (_CA_LIB,)
+        _ca, (f"{_HERE}.tls", "charmlibs.interfaces.certificate_transfer"), (_CA_LIB,), field="ca"
     ),
     ("provides", "placement"): Wire(_readiness_provider, (f"{_HERE}.readiness",)),
     ("requires", "placement"): Wire(_readiness_requirer, (f"{_HERE}.readiness",)),
@@ -162,6 +167,19 @@ def wires(declared: Iterable[tuple[str, str, str]], own: Mapping[str, Wire] | No
         key=lambda item: item[0],
     )
     return {**{endpoint: wire for _, endpoint, wire in known}, **(own or {})}
+
+
+def context_field(endpoint: str, wire: Wire, role: str, interface: str) -> str:
+    """The context field the handler of ``endpoint`` fills ("" for none).
+
+    A charm's own handler for a known interface fills that interface's field;
+    the two ingress endpoints fill ``ingress_internal`` and ``ingress_public``.
+    """
+    library = TABLE.get((role, interface))
+    field = wire.field or (library.field if library else "")
+    if field != "ingress":
+        return field
+    return endpoint.replace("-", "_") if endpoint in INGRESS_ENDPOINTS else ""
 
 
 def declared(meta: Mapping[str, Any]) -> list[tuple[str, str, str]]:
