@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .charm import ConfigT, ContextT, OpenStackCharm
 from .context import ServiceContext, URLs
 from .pebble import PebbleApplier
 from .plan import Applier, Check, Service, Workload
 from .relations import wiring
+
+if TYPE_CHECKING:
+    from .relations.ingress import IngressContext
 
 
 class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
@@ -42,14 +45,18 @@ class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
         scheme = "https" if self.tls_enabled else "http"
         return f"{scheme}://{self.app.name}.{self.model.name}.svc:{self.api_port}"
 
-    def _ingress_url(self, endpoint: str) -> str | None:
+    def _ingress(self, endpoint: str) -> IngressContext | None:
         handler = self.handlers.get(endpoint)
         if handler is None:
             return None
         from .relations.ingress import IngressContext
 
         context = handler.context
-        return context.url if isinstance(context, IngressContext) else None
+        return context if isinstance(context, IngressContext) else None
+
+    def _ingress_url(self, endpoint: str) -> str | None:
+        ingress = self._ingress(endpoint)
+        return ingress.url if ingress else None
 
     @property
     def urls(self) -> URLs | None:
@@ -83,10 +90,10 @@ class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
             f"{self.unit.name.replace('/', '-')}.{app}-endpoints.{model}.svc.cluster.local",
         ]
         for endpoint in wiring.INGRESS_ENDPOINTS:
-            url = self._ingress_url(endpoint)
-            host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0] if url else ""
+            ingress = self._ingress(endpoint)
+            host = ingress.hostname if ingress else ""
             try:
-                ipaddress.ip_address(host.strip("[]"))
+                ipaddress.ip_address(host)
             except ValueError:
                 if host and host not in names:
                     names.append(host)
