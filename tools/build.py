@@ -66,7 +66,7 @@ from packaging.utils import canonicalize_name  # noqa: E402
 
 SHARED = "openstack_charms"
 # Test helpers import ops.testing, which charms do not ship.
-SHARED_EXCLUDED = ("testing",)
+SHARED_EXCLUDED = ("testing", "sandbox")
 # What charmcraft prints when this host cannot build at all (as opposed to a
 # build that ran and failed): no snapd / LXD / Multipass, or a host that
 # --destructive-mode refuses.

@@ -20,6 +20,7 @@ it comes).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import pathlib
@@ -104,8 +105,15 @@ class SimulatedModel:
         scale: Mapping[str, int] | None = None,
         live: Collection[str] = (),
         charm_runs_in: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
+        observer: Callable[[str, str, testing.State], None] | None = None,
     ) -> None:
         self.apps = dict(apps)
+        #: told of every hook run: (unit, hook, the state it left)
+        self.observer = observer
+        #: hooks run, by unit
+        self.hooks: collections.Counter[str] = collections.Counter()
+        #: the last hook each unit ran
+        self.last_hook: dict[str, str] = {}
         self.charm_runs_in = charm_runs_in or (lambda unit: contextlib.nullcontext())
         self.responder = responder
         self.live = frozenset(live)
@@ -300,8 +308,12 @@ class SimulatedModel:
         load_charm_class(self.apps[self._app(unit)])  # keeps the charm's src/ importable, as Juju does
         state = self.input_state(unit)
         self._saw(unit, state)
+        what = event(ctx) if event else ctx.on.config_changed()
+        hook = str(getattr(what, "path", "")).replace("_", "-") or "event"
+        self.hooks[unit] += 1
+        self.last_hook[unit] = hook
         with self.charm_runs_in(unit):
-            out = ctx.run(event(ctx) if event else ctx.on.config_changed(), state)
+            out = ctx.run(what, state)
         if not state.leader:
             for before in state.relations:
                 after = out.get_relation(before.id)
@@ -310,6 +322,8 @@ class SimulatedModel:
                         f"{unit}, not the leader, changed the app databag of {before.endpoint}"
                     )
         self.unit_states[unit] = out
+        if self.observer is not None:
+            self.observer(unit, hook, out)
         return out
 
     def _remote(self, unit: str, relation: testing.RelationBase) -> object:

@@ -1,0 +1,424 @@
+"""A bundle deployed on this machine: our charms in ops.testing, their workloads real.
+
+:func:`read_bundle` turns a bundle and its overlays into a :class:`Layout`:
+which applications are our charms, which are stood in for (and by what),
+their scale, config and relations; a charm that is neither is refused.
+:class:`Cloud` then does what Juju would: every unit gets a pod (a network
+namespace and one mount namespace per container), its charm runs the first
+hooks Juju gives a new unit (install, leader-elected, config-changed, start,
+pebble-ready, then relation-created/joined/changed in a shuffled order), and
+relation data and secrets pass between the units and the stand-ins until
+every unit is active and nothing changes. What a charm asks of Pebble is done
+for real (:mod:`.pebble`), and between hooks Pebble's own work goes on
+(:meth:`Cloud.supervise`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import pathlib
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ops import pebble, testing
+
+from ..testing import REPO, container_storages, merged_charmcraft
+from ..testing.bundle import deployed
+from ..testing.model import SimulatedModel
+from .containers import CheckChange, Machine, ServiceExited
+from .network import GATEWAY
+from .providers import CA, LIMITS, Ingress, Providers
+from .pebble import real_pebble
+
+#: what stands in for each charm we do not write, and the interfaces it answers
+STAND_INS: Mapping[str, tuple[str, frozenset[str]]] = {
+    "mysql-k8s": ("MariaDB on this machine", frozenset({"mysql_client"})),
+    "rabbitmq-k8s": ("RabbitMQ on this machine", frozenset({"rabbitmq"})),
+    "traefik-k8s": ("HAProxy", frozenset({"ingress", "certificates", "receive-ca-cert"})),
+    "self-signed-certificates": ("the sandbox's CA", frozenset({"tls-certificates", "certificate_transfer"})),
+}
+
+#: what an image ships outside its venv that a charm relies on, by (charm, container): path in
+#: the image -> in the release's venv (kolla copies a service's etc/ into /etc/<service>)
+IMAGE_FILES: Mapping[tuple[str, str], Mapping[str, str]] = {
+    ("glance-k8s", "glance"): {"/etc/glance/metadefs": "etc/glance/metadefs"},
+}
+
+#: interfaces whose provider answers again whenever the request changes (a CA signs each new request)
+LIVE = ("tls-certificates",)
+
+
+class BundleError(ValueError):
+    """A bundle the sandbox cannot deploy; the message says what and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What a bundle deploys, as the sandbox sees it."""
+
+    #: our applications -> their charm (a directory of charms/)
+    apps: dict[str, str]
+    #: the other applications -> the charm they name (one of STAND_INS)
+    stand_ins: dict[str, str]
+    #: relations with at least one of our applications, as ``app:endpoint`` pairs
+    relations: list[tuple[str, str]]
+    scale: dict[str, int]
+    config: dict[str, dict[str, Any]]
+    #: ingress providers with a certificate (https frontends) / given the CA (verifying https units)
+    tls_proxies: frozenset[str] = frozenset()
+    verifying_proxies: frozenset[str] = frozenset()
+
+    def limits(self) -> list[str]:
+        """What the stand-ins cannot do that the charms they stand in for do, one line each."""
+        by_charm: dict[str, list[str]] = {}
+        for app, charm in self.stand_ins.items():
+            by_charm.setdefault(charm, []).append(app)
+        return [f"{', '.join(apps)} ({charm}): {LIMITS[charm]}" for charm, apps in sorted(by_charm.items())]
+
+
+def _our_charm(name: str) -> str | None:
+    stem = pathlib.PurePosixPath(name).name.removesuffix(".charm").split("_")[0]
+    return stem if (REPO / "charms" / stem / "charmcraft.yaml").exists() else None
+
+
+def read_bundle(bundle: pathlib.Path, overlays: Sequence[pathlib.Path] = ()) -> Layout:
+    """The layout of ``bundle`` with ``overlays`` merged as ``juju deploy --overlay`` does."""
+    for path in (bundle, *overlays):
+        if not path.is_file():
+            raise BundleError(f"no such bundle or overlay: {path}")
+    try:
+        base = deployed(bundle, overlays)[0]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BundleError(f"{bundle}: {e}") from None
+    apps: dict[str, str] = {}
+    stand_ins: dict[str, str] = {}
+    scale: dict[str, int] = {}
+    config: dict[str, dict[str, Any]] = {}
+    for app, spec in (base.get("applications") or {}).items():
+        charm = str((spec or {}).get("charm", ""))
+        ours = _our_charm(charm)
+        if ours:
+            apps[app] = ours
+        elif charm in STAND_INS:
+            stand_ins[app] = charm
+        else:
+            raise BundleError(
+                f"application {app!r} is charm {charm!r}: neither one of ours (charms/) nor one the sandbox"
+                f" stands in for ({', '.join(sorted(STAND_INS))})"
+            )
+        scale[app] = int(spec.get("scale") or spec.get("num_units") or 1)
+        config[app] = dict(spec.get("options") or {})
+    relations: list[tuple[str, str]] = []
+    tls: set[str] = set()
+    verifying: set[str] = set()
+    for pair in base.get("relations") or []:
+        a, b = (str(end) for end in pair)
+        ends = {a.split(":")[0], b.split(":")[0]}
+        unknown = ends - set(apps) - set(stand_ins)
+        if unknown:
+            raise BundleError(f"relation {a} - {b} names an application the bundle lacks: {sorted(unknown)}")
+        if ends & set(apps):
+            relations.append((a, b))
+            continue
+        # between two stand-ins: what it changes in how they serve
+        for mine, theirs in ((a, b), (b, a)):
+            app, endpoint = mine.split(":")
+            if stand_ins[app] != "traefik-k8s" or stand_ins.get(theirs.split(":")[0]) != "self-signed-certificates":
+                continue
+            if endpoint == "certificates":
+                tls.add(app)
+            elif endpoint == "receive-ca-cert":
+                verifying.add(app)
+    for a, b in relations:
+        for end in (a, b):
+            app, endpoint = end.split(":")
+            if app in stand_ins:
+                continue
+            other = (b if end == a else a).split(":")[0]
+            if other in stand_ins:
+                _check_answered(apps[app], endpoint, other, stand_ins[other])
+    return Layout(apps, stand_ins, relations, scale, config, frozenset(tls), frozenset(verifying))
+
+
+def _check_answered(charm: str, endpoint: str, other: str, other_charm: str) -> None:
+    meta = merged_charmcraft(charm)
+    for role in ("requires", "provides"):
+        spec = (meta.get(role) or {}).get(endpoint)
+        if spec is not None:
+            if spec["interface"] not in STAND_INS[other_charm][1]:
+                raise BundleError(
+                    f"{other} ({other_charm}) is related on {charm}'s {endpoint} ({spec['interface']}),"
+                    f" which its stand-in, {STAND_INS[other_charm][0]}, does not answer"
+                )
+            return
+    raise BundleError(f"{charm} has no endpoint {endpoint}")
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitStatus:
+    """One row of ``status``."""
+
+    app: str
+    unit: str
+    status: str
+    message: str
+    address: str
+    charm: str
+
+
+class NotConverged(RuntimeError):
+    """Units that did not reach active: each with its last hook, status and its services' last lines."""
+
+    def __init__(self, reason: str, units: Mapping[str, str]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.units = dict(units)
+
+
+class Cloud:
+    """A deployed bundle: the model of our charms, the machine running their pods, the stand-ins."""
+
+    def __init__(
+        self,
+        state: pathlib.Path,
+        venv: pathlib.Path,
+        layout: Layout,
+        *,
+        extra_relations: Iterable[tuple[str, str]] = (),
+        report: Callable[[str], None] = lambda line: None,
+        seed: int = 0,
+    ) -> None:
+        self.state = state
+        self.venv = venv
+        self.layout = layout
+        self.report = report
+        self.seed = seed
+        self.started = time.monotonic()
+        self._stack = contextlib.ExitStack()
+        self._seen: dict[str, tuple[str, str]] = {}
+        logs = state / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.logs = logs
+        self.machine = Machine(venv, logs, state / "units")
+        self.ca = CA(state / "ca") if "self-signed-certificates" in layout.stand_ins.values() else None
+        self.ingress = None
+        if "traefik-k8s" in layout.stand_ins.values():
+            ingress_state = state / "ingress"
+            ingress_state.mkdir(exist_ok=True)
+            self.ingress = Ingress(
+                self.machine,
+                ingress_state,
+                logs,
+                ca=self.ca,
+                tls=layout.tls_proxies,
+                verifying=layout.verifying_proxies,
+            )
+        self.providers = Providers(state, layout.stand_ins, self.ingress, self.ca)
+        self.model = SimulatedModel(
+            layout.apps,
+            [*layout.relations, *extra_relations],
+            self.providers,
+            state / "model",
+            config=layout.config,
+            scale={app: n for app, n in layout.scale.items() if app in layout.apps},
+            live=LIVE,
+            charm_runs_in=self.machine.charm_runs_in,
+            observer=self._observe,
+        )
+        self.providers.requests = self.model.requests
+
+    # -- bringing it up ------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        """Seconds since the cloud was made."""
+        return time.monotonic() - self.started
+
+    def _observe(self, unit: str, hook: str, state: testing.State) -> None:
+        status = (state.unit_status.name, state.unit_status.message)
+        if self._seen.get(unit) != status:
+            self._seen[unit] = status
+            self.report(f"{self.elapsed():7.1f}s  {unit:<22} {status[0]:<11} {status[1]}  [{hook}]")
+
+    def up(self, max_rounds: int = 12) -> None:
+        """Make every pod, run Juju's first hooks on every unit, then settle until all are active.
+
+        Raises :class:`NotConverged` naming each unit that is not active.
+        """
+        self._stack.enter_context(real_pebble(self.machine))
+        for app, charm in self.layout.apps.items():
+            for unit in self.model.units[app]:
+                for name, spec in (merged_charmcraft(charm).get("containers") or {}).items():
+                    self.machine.add_container(unit, name, container_storages(spec))
+                    for path, source in IMAGE_FILES.get((charm, name), {}).items():
+                        self.machine.provide_image_files(unit, name, {path: self.venv / source})
+        try:
+            self.first_hooks()
+            self.model.settle(max_rounds, between_rounds=self._between_rounds, until_active=True)
+            if self.ingress is not None:
+                self.ingress.wait_until_up()
+        except ServiceExited as e:
+            raise NotConverged(str(e), {e.unit: self.describe(e.unit)}) from None
+        except (AssertionError, TimeoutError) as e:
+            units = {u: self.describe(u) for u, s in self.model.unit_statuses().items() if s.name != "active"}
+            raise NotConverged(str(e).splitlines()[0], units) from None
+
+    def _between_rounds(self) -> None:
+        # time passes between hooks: the services started come up, Pebble's checks see them
+        self.machine.wait_for_checks()
+
+    def first_hooks(self) -> None:
+        """What Juju runs on a new unit, units and relations in a shuffled (seeded) order."""
+        shuffle = random.Random(self.seed)
+        units = [u for app in self.layout.apps for u in self.model.units[app]]
+        shuffle.shuffle(units)
+        for unit in units:
+            state = self.model.unit_states[unit]
+            self.model.run(unit, lambda ctx: ctx.on.install())
+            if state.leader:
+                self.model.run(unit, lambda ctx: ctx.on.leader_elected())
+            self.model.run(unit, lambda ctx: ctx.on.config_changed())
+            self.model.run(unit, lambda ctx: ctx.on.start())
+            for container in state.containers:
+                self.model.run(
+                    unit, lambda ctx, name=container.name: ctx.on.pebble_ready(self._container(unit, name))
+                )
+        pairs = [
+            (unit, relation.id)
+            for unit in units
+            for relation in self.model.input_state(unit).relations
+            if not (isinstance(relation, testing.PeerRelation) and not relation.peers_data)
+        ]
+        shuffle.shuffle(pairs)
+        for unit, relation_id in pairs:
+            relation = self.model.input_state(unit).get_relation(relation_id)
+            remotes = (
+                relation.peers_data if isinstance(relation, testing.PeerRelation) else relation.remote_units_data  # type: ignore[attr-defined]
+            )
+            self.model.run(unit, lambda ctx, r=relation: ctx.on.relation_created(r))
+            for remote in sorted(remotes):
+                relation = self.model.input_state(unit).get_relation(relation_id)
+                self.model.run(unit, lambda ctx, r=relation, n=remote: ctx.on.relation_joined(r, remote_unit=n))
+            relation = self.model.input_state(unit).get_relation(relation_id)
+            self.model.run(
+                unit, lambda ctx, r=relation, n=min(remotes): ctx.on.relation_changed(r, remote_unit=n)
+            )
+
+    def _container(self, unit: str, name: str) -> testing.Container:
+        return next(c for c in self.model.input_state(unit).containers if c.name == name)
+
+    # -- Pebble between hooks ----------------------------------------------------------
+
+    def supervise(self) -> list[CheckChange]:
+        """Pebble's work since the last call; a check that went down or up runs the charm's event."""
+        changes = self.machine.supervise()
+        for change in changes:
+            unit, container = change.key
+            self._set_check_infos(unit)
+            info = next(
+                i for c in self.model.unit_states[unit].containers if c.name == container for i in c.check_infos
+                if i.name == change.check
+            )
+            if change.status == "down":
+                self.model.run(unit, lambda ctx, i=info: ctx.on.pebble_check_failed(self._container(unit, container), i))
+            else:
+                self.model.run(
+                    unit, lambda ctx, i=info: ctx.on.pebble_check_recovered(self._container(unit, container), i)
+                )
+        return changes
+
+    def _set_check_infos(self, unit: str) -> None:
+        """The unit's containers as Pebble would report their checks now."""
+        state = self.model.unit_states[unit]
+        containers = []
+        for c in state.containers:
+            infos = []
+            for (key, name), check in self.machine.checks.items():
+                if key == (unit, c.name):
+                    infos.append(
+                        testing.CheckInfo(
+                            name,
+                            level=check.spec.get("level"),
+                            status=pebble.CheckStatus.DOWN if check.down else pebble.CheckStatus.UP,
+                            failures=check.failures,
+                            threshold=check.threshold,
+                        )
+                    )
+            containers.append(dataclasses.replace(c, check_infos=frozenset(infos)))
+        self.model.unit_states[unit] = dataclasses.replace(state, containers=containers)
+
+    # -- what users ask --------------------------------------------------------------
+
+    def run_action(self, unit: str, action: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run a charm action on a unit (an application: its leader); its results."""
+        return self.model.run_action(unit, action, **dict(params or {}))
+
+    def statuses(self) -> list[UnitStatus]:
+        """Every unit's status and address, then the stand-ins."""
+        rows = []
+        for app, units in self.model.units.items():
+            for unit in units:
+                status = self.model.unit_states[unit].unit_status
+                address = self.machine.address(unit) if unit in self.machine.networks else ""
+                rows.append(UnitStatus(app, unit, status.name, status.message, address, self.layout.apps[app]))
+        for app, charm in self.layout.stand_ins.items():
+            address = GATEWAY
+            if charm == "traefik-k8s" and self.ingress is not None:
+                address = self.ingress.addresses.get(app, "")
+            elif charm == "self-signed-certificates":
+                address = ""
+            rows.append(UnitStatus(app, f"{app}/0", "active", f"stood in by {STAND_INS[charm][0]}", address, charm))
+        return rows
+
+    def hooks_per_app(self) -> dict[str, int]:
+        """Hooks run so far, by application."""
+        counts: dict[str, int] = {}
+        for unit, n in self.model.hooks.items():
+            app = unit.split("/")[0]
+            counts[app] = counts.get(app, 0) + n
+        return counts
+
+    def describe(self, unit: str, lines: int = 15) -> str:
+        """What went wrong on a unit: its last hook, its status, the last lines of its services' logs."""
+        state = self.model.unit_states[unit]
+        text = [
+            f"{unit}: {state.unit_status.name}: {state.unit_status.message or '(no message)'}"
+            f" after {self.model.last_hook.get(unit, 'no hook')}"
+        ]
+        for key, name in sorted({k for k in self.machine.processes if k[0][0] == unit} | self._logged(unit)):
+            tail = self.machine.tail(key, name, lines)
+            if tail:
+                text += [f"--- {key[1]}: {name} (last {lines} lines)", tail]
+        return "\n".join(text)
+
+    def _logged(self, unit: str) -> set[tuple[tuple[str, str], str]]:
+        prefix = unit.replace("/", "-") + "-"
+        found = set()
+        for container, name in self.machine.containers:
+            if container != unit:
+                continue
+            for log in self.logs.glob(f"{prefix}{name}-*.log"):
+                found.add(((unit, name), log.stem.removeprefix(f"{prefix}{name}-")))
+        return found
+
+    # -- taking it down ---------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop every process, remove every file, database, user and vhost this cloud made."""
+        errors = []
+        for step in (
+            self._stack.close,
+            self.ingress.close if self.ingress else None,
+            self.machine.cleanup,
+            self.providers.cleanup,
+        ):
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 (every step runs; the failures are raised together)
+                errors.append(f"{getattr(step, '__qualname__', step)}: {e}")
+        if errors:
+            raise RuntimeError("; ".join(errors))
