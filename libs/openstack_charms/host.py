@@ -22,7 +22,9 @@ or a service killed by hand is not looked for in a steady hook (systemd's
 A :class:`~openstack_charms.plan.Service` declared with a ``command`` gets a
 unit the applier writes (:func:`unit_file`) unless the charm declares that
 file itself; one without takes the unit its package ships. Health checks are
-not the applier's: on a machine they are the charm's own (update-status).
+not the applier's: on a machine they are the charm's own (update-status), and
+a check's ``restarts`` is not acted on (the unit's ``Restart=`` restarts a
+service that exits; one that hangs is the charm's to find).
 
 Everything that touches the machine goes through a :class:`HostBackend`:
 :class:`SystemHost` is the real one; ``openstack_charms.testing.host.FakeHost``

@@ -113,7 +113,10 @@ class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
         workers: int = 2,
         options: Mapping[str, str] | None = None,
     ) -> Workload:
-        """One API served by uwsgi in ``container``: its ini, service, HTTP check and TLS files."""
+        """One API served by uwsgi in ``container``: its ini, service, HTTP check and TLS files.
+
+        The check (``<name>-up``) restarts the service when it fails.
+        """
         port = port or self.api_port
         path = f"/etc/{self.service_name}/{name}-uwsgi.ini"
         values = {
@@ -131,5 +134,9 @@ class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
             group=self.service_user,
             summary=f"{name} (uwsgi)",
         )
-        check = Check.http(f"{name}-up", f"{ctx.scheme}://localhost:{port}{healthcheck_path}")
+        # uwsgi's master keeps running (so Pebble's on-failure never fires) while every worker
+        # hangs: a failing check is the only sign, and a restart what brings the API back
+        check = Check.http(
+            f"{name}-up", f"{ctx.scheme}://localhost:{port}{healthcheck_path}", restarts=(name,)
+        )
         return Workload(container, services=[service], checks=[check], files=[ini, *self.trust_files(ctx)])

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import ops
@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 MANIFEST = "/run/openstack-charm/manifest.json"
 
 
-def service_entry(service: Service) -> dict[str, object]:
-    """A service as a Pebble layer entry."""
+def service_entry(service: Service, checks: Sequence[Check] = ()) -> dict[str, object]:
+    """A service as a Pebble layer entry; ``checks`` that restart it become its ``on-check-failure``."""
     entry: dict[str, object] = {
         "override": "replace",
         "summary": service.summary or service.name,
@@ -42,6 +42,10 @@ def service_entry(service: Service) -> dict[str, object]:
         entry["group"] = service.group
     if service.environment:
         entry["environment"] = dict(service.environment)
+    # Pebble keys the action by check on the service, not by service on the check
+    restarted_by = {c.name: "restart" for c in checks if service.name in c.restarts}
+    if restarted_by:
+        entry["on-check-failure"] = restarted_by
     return entry
 
 
@@ -66,7 +70,7 @@ def layer(workload: Workload) -> dict[str, object]:
     """The Pebble layer of a container's workload."""
     result: dict[str, object] = {
         "summary": f"{workload.target} managed by its charm",
-        "services": {s.name: service_entry(s) for s in workload.services},
+        "services": {s.name: service_entry(s, workload.checks) for s in workload.services},
     }
     if workload.checks:
         result["checks"] = {c.name: check_entry(c) for c in workload.checks}

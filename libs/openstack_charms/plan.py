@@ -91,7 +91,14 @@ class Service:
 
 @dataclasses.dataclass(frozen=True)
 class Check:
-    """A health check: an HTTP URL answering 2xx, a command exiting 0, or a TCP port accepting."""
+    """A health check: an HTTP URL answering 2xx, a command exiting 0, or a TCP port accepting.
+
+    ``restarts`` names services of the same workload that are restarted when
+    the check fails (reaches its threshold), as :attr:`File.restarts` names
+    those a changed file restarts. In a container Pebble does it (the services'
+    ``on-check-failure``); a check restarting nothing is only reported. On a
+    host checks are not the applier's, and systemd's ``Restart=`` stands in.
+    """
 
     name: str
     kind: Literal["http", "exec", "tcp"]
@@ -103,25 +110,45 @@ class Check:
     level: Literal["alive", "ready"] = "ready"
     period: str = "10s"
     threshold: int = 3
+    restarts: tuple[str, ...] = ()
 
     @classmethod
-    def http(cls, name: str, url: str, *, level: Literal["alive", "ready"] = "ready") -> Check:
+    def http(
+        cls,
+        name: str,
+        url: str,
+        *,
+        level: Literal["alive", "ready"] = "ready",
+        restarts: tuple[str, ...] = (),
+    ) -> Check:
         """A check that ``url`` answers with a success status."""
-        return cls(name, "http", url=url, level=level)
+        return cls(name, "http", url=url, level=level, restarts=restarts)
 
     @classmethod
     def exec(
-        cls, name: str, command: str, *, user: str | None = None, level: Literal["alive", "ready"] = "ready"
+        cls,
+        name: str,
+        command: str,
+        *,
+        user: str | None = None,
+        level: Literal["alive", "ready"] = "ready",
+        restarts: tuple[str, ...] = (),
     ) -> Check:
         """A check that ``command`` exits 0."""
-        return cls(name, "exec", command=command, user=user, level=level)
+        return cls(name, "exec", command=command, user=user, level=level, restarts=restarts)
 
     @classmethod
     def tcp(
-        cls, name: str, port: int, host: str = "", *, level: Literal["alive", "ready"] = "ready"
+        cls,
+        name: str,
+        port: int,
+        host: str = "",
+        *,
+        level: Literal["alive", "ready"] = "ready",
+        restarts: tuple[str, ...] = (),
     ) -> Check:
         """A check that ``host:port`` (default: this target) accepts a connection."""
-        return cls(name, "tcp", port=port, host=host, level=level)
+        return cls(name, "tcp", port=port, host=host, level=level, restarts=restarts)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -228,6 +228,7 @@ def test_pebble_layer(ctx: testing.Context[Any], tmp_path: pathlib.Path) -> None
     assert service.command == f"uwsgi --ini {UWSGI}"
     assert (service.user, service.group) == ("glance", "glance")
     assert glance.plan.checks["glance-api-up"].http == {"url": "http://localhost:9292/versions"}
+    assert service.on_check_failure == {"glance-api-up": "restart"}
     assert glance.service_statuses["glance-api"] == ops.pebble.ServiceStatus.ACTIVE
 
 

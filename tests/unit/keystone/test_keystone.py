@@ -106,6 +106,7 @@ def test_the_workload_is_uwsgi_on_port_5000_with_a_health_check(
     assert service.user == "keystone"
     check = plan.checks["keystone-api-up"]
     assert check.http is not None and check.http.get("url") == "http://localhost:5000/v3"
+    assert service.on_check_failure == {"keystone-api-up": "restart"}
     uwsgi = files(out, context)["/etc/keystone/keystone-api-uwsgi.ini"]
     assert "http-socket = [::]:5000" in uwsgi and "module = keystone.wsgi.api:application" in uwsgi
 

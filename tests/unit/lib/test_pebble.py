@@ -47,7 +47,7 @@ def workload(conf: str = "a = 1", env: str = "x") -> Workload:
             Service("api", "uwsgi --ini /etc/app/uwsgi.ini", user="app", environment={"E": env}),
             Service("worker", "app-worker", user="app"),
         ],
-        checks=[Check.http("api-up", "http://localhost:80/")],
+        checks=[Check.http("api-up", "http://localhost:80/", restarts=("api",))],
         files=[
             File("/etc/app/app.conf", conf, user="app", group="app"),
             File("/etc/app/uwsgi.ini", "[uwsgi]", restarts=("api",)),
@@ -82,6 +82,8 @@ def test_first_apply_pushes_files_and_starts_every_service(fresh: testing.State)
     assert layer["services"]["api"]["command"] == "uwsgi --ini /etc/app/uwsgi.ini"
     assert layer["services"]["api"]["user"] == "app"
     assert layer["checks"]["api-up"]["http"] == {"url": "http://localhost:80/"}
+    assert layer["services"]["api"]["on-check-failure"] == {"api-up": "restart"}
+    assert "on-check-failure" not in layer["services"]["worker"]
     manifest = json.loads((root / MANIFEST.lstrip("/")).read_text())
     assert manifest["started"] == ["api", "worker"]
 
@@ -223,7 +225,7 @@ def test_layer_is_built_from_the_declared_workload_alone() -> None:
         "app",
         services=[Service("api", "app-api", user="app", group="app", summary="the API")],
         checks=[
-            Check.http("api-up", "https://localhost:8443/v3", level="alive"),
+            Check.http("api-up", "https://localhost:8443/v3", level="alive", restarts=("api",)),
             Check.exec("queue", "app-status --queue", user="app"),
             Check.tcp("port", 5672, "broker"),
         ],
@@ -238,6 +240,7 @@ def test_layer_is_built_from_the_declared_workload_alone() -> None:
                 "startup": "enabled",
                 "user": "app",
                 "group": "app",
+                "on-check-failure": {"api-up": "restart"},
             }
         },
         "checks": {

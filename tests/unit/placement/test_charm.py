@@ -170,6 +170,7 @@ def test_pebble_layer(ctx: testing.Context[Any]) -> None:
     assert service.startup == "enabled"
     check = plan.checks["placement-api-up"]
     assert check.http == {"url": "http://localhost:8778/"}
+    assert service.on_check_failure == {"placement-api-up": "restart"}
     assert out.get_container("placement").service_statuses["placement-api"] == ops.pebble.ServiceStatus.ACTIVE
 
 
