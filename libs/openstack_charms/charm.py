@@ -18,6 +18,11 @@ Every observed event runs :meth:`OpenStackCharm.reconcile`, in this order:
 ``Blocked`` / ``Waiting`` raised anywhere stop the reconcile and become the
 status, set only in collect-status, short and on one line.
 
+A container's ``pebble-check-failed`` and ``pebble-check-recovered`` run the
+reconcile too, after noting the check in the unit's local state: while a
+check of the unit is failing, a reconcile that would be Active is Waiting
+naming the check instead (see :meth:`OpenStackCharm.failing_checks`).
+
 A charm declares: ``config_class``, ``context_class``, ``service_name``,
 ``service_user``, optionally ``databases`` / ``amqp_vhost`` / ``api_port`` /
 ``own_wiring`` (its own handlers), and implements :meth:`workloads` (and where
@@ -60,6 +65,11 @@ ContextT = TypeVar("ContextT", bound=ServiceContext[Any])
 class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
     """Every observed event runs :meth:`reconcile`; status comes only from collect-status."""
 
+    # The checks Pebble reported failing, by container. Juju sends a check's failure and its
+    # recovery once each, so they are remembered between hooks, in the unit's local state:
+    # reading it costs no hook tool and no Pebble call in the hooks in between.
+    _pebble_checks = ops.StoredState()
+
     config_class: type[ConfigT]
     context_class: type[ContextT]
     #: the OpenStack service: names its config directory, database and queue user
@@ -85,6 +95,8 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
         # operator asked for debug.
         logging.getLogger().setLevel(logging.DEBUG if self.config.get("debug") else logging.INFO)
         self._status: ops.StatusBase | None = None
+        #: this hook's plan, once the reconcile got that far
+        self._plan: Sequence[Workload] = ()
         self._is_leader: bool | None = None
         self._hook = os.environ.get("JUJU_HOOK_NAME", "")
         self.peers = Peers(self, next(iter(self.meta.peers))) if self.meta.peers else None
@@ -140,6 +152,14 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
         targets = [w.target for w in plan]
         if len(set(targets)) != len(targets):
             raise RuntimeError(f"{self.app.name}: more than one workload for a target in {targets}")
+        for w in plan:
+            services = {s.name for s in w.services}
+            for check in w.checks:
+                unknown = sorted(set(check.restarts) - services)
+                if unknown:
+                    raise RuntimeError(
+                        f"{self.app.name}: check {check.name} restarts {unknown}, not services of {w.target}"
+                    )
 
     # -- cached facts of this hook ------------------------------------------
 
@@ -338,8 +358,12 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
                 yield getattr(on[endpoint], f"relation_{kind}")
         for container in self.meta.containers:
             yield on[container].pebble_ready
+            yield on[container].pebble_check_failed
+            yield on[container].pebble_check_recovered
 
     def _on_event(self, event: ops.EventBase) -> None:
+        if isinstance(event, ops.PebbleCheckEvent | ops.PebbleReadyEvent):
+            self._note_checks(event)
         if isinstance(event, ops.UpgradeCharmEvent) and self.is_leader and self.peers:
             generation = int(self.peers.get("upgrade-generation") or 0) + 1
             with contextlib.suppress(NotReady):
@@ -367,6 +391,8 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
         ctx = self.context
         plan = self.workloads(ctx)
         self.check_plan(plan)
+        self._plan = plan
+        self._forget_undeclared_checks(plan)
         appliers = {w.target: self.applier(w) for w in plan}
         try:
             for applier in appliers.values():
@@ -401,12 +427,86 @@ class OpenStackCharm(ops.CharmBase, Generic[ConfigT, ContextT]):
             self.peers.flush()
 
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
-        if self._status is not None:
-            event.add_status(self._status)
+        if self._status is None:
+            return
+        # what the reconcile stopped at (Blocked, Waiting) says more than the check of a
+        # service it could not configure or start: a failing check only stands in for Active
+        status = self._status
+        if isinstance(status, ops.ActiveStatus):
+            status = self.check_status() or status
+        event.add_status(status)
 
     def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
         if self._status is not None:
             event.add_status(self._status)
+
+    # -- Pebble's health checks ---------------------------------------------------
+
+    def failing_checks(self) -> list[tuple[str, str]]:
+        """``(container, check)`` of each check Pebble reported failing and not yet recovered, sorted."""
+        self._pebble_checks.set_default(failing={})
+        failing = self._pebble_checks.failing
+        return sorted((container, name) for container in failing for name in failing[container])
+
+    def check_status(self) -> ops.StatusBase | None:
+        """Waiting naming the first failing check, its container and what Pebble restarts; else ``None``."""
+        failing = self.failing_checks()
+        if not failing:
+            return None
+        container, name = failing[0]
+        restarts = next(
+            (c.restarts for w in self._plan if w.target == container for c in w.checks if c.name == name),
+            (),
+        )
+        message = f"{name} failing in container {container}"
+        if restarts:
+            message += f"; Pebble restarts {', '.join(restarts)}"
+        if len(failing) > 1:
+            more = len(failing) - 1
+            message += f"; {more} more {'check' if more == 1 else 'checks'} failing"
+        return ops.WaitingStatus(one_line(message))
+
+    def _set_failing(self, failing: set[tuple[str, str]]) -> None:
+        if failing == set(self.failing_checks()):
+            return
+        by_container: dict[str, list[str]] = {}
+        for container, name in sorted(failing):
+            by_container.setdefault(container, []).append(name)
+        self._pebble_checks.failing = by_container
+
+    def _note_checks(self, event: ops.PebbleCheckEvent | ops.PebbleReadyEvent) -> None:
+        container = event.workload.name
+        failing = set(self.failing_checks())
+        if isinstance(event, ops.PebbleCheckEvent):
+            # the name comes with the event; any other field of event.info would ask Pebble
+            check = (container, event.info.name)
+            if isinstance(event, ops.PebbleCheckFailedEvent):
+                failing.add(check)
+            else:
+                failing.discard(check)
+        else:
+            # A new Pebble (a restarted container) starts its checks afresh and will not send
+            # the recovery of a failure noted from the old one; a charm container restarted
+            # with its local state lost, beside a Pebble that kept running, will not hear of
+            # that one's failure again. Either way what Pebble says now is the truth: one
+            # call, in pebble-ready only.
+            try:
+                down = {
+                    name
+                    for name, c in event.workload.get_checks().items()
+                    if c.status == ops.pebble.CheckStatus.DOWN
+                }
+            except ops.pebble.Error:
+                return
+            failing = {c for c in failing if c[0] != container} | {(container, name) for name in down}
+        self._set_failing(failing)
+
+    def _forget_undeclared_checks(self, plan: Sequence[Workload]) -> None:
+        # a check renamed or dropped by an upgrade will never recover: it fails no longer
+        declared = {(w.target, c.name) for w in plan for c in w.checks}
+        failing = set(self.failing_checks())
+        if not failing <= declared:
+            self._set_failing(failing & declared)
 
     # -- leader work -------------------------------------------------------------
 
