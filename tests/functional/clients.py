@@ -92,9 +92,14 @@ def _text(data: bytes | str | None) -> str:
 
 
 def clouds_yaml_text(
-    cloud: str, creds: Credentials, *, interface: str = "public", api_timeout: int = 30
+    cloud: str,
+    creds: Credentials,
+    *,
+    interface: str = "public",
+    api_timeout: int = 30,
+    cacert: Path | None = None,
 ) -> str:
-    """A clouds.yaml document with one cloud authenticating with `creds`."""
+    """A clouds.yaml document with one cloud authenticating with `creds` (trusting `cacert`)."""
     doc = {
         "clouds": {
             cloud: {
@@ -110,15 +115,22 @@ def clouds_yaml_text(
                 "identity_api_version": 3,
                 "interface": interface,
                 "api_timeout": api_timeout,
+                **({"cacert": str(cacert)} if cacert else {}),
             }
         }
     }
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def write_clouds_yaml(path: Path, cloud: str, creds: Credentials | str, *, interface: str = "public") -> Path:
+def write_clouds_yaml(
+    path: Path, cloud: str, creds: Credentials | str, *, interface: str = "public", cacert: Path | None = None
+) -> Path:
     """Write clouds.yaml (from `creds`, or verbatim text) readable by the owner only; return its path."""
-    text = creds if isinstance(creds, str) else clouds_yaml_text(cloud, creds, interface=interface)
+    text = (
+        creds
+        if isinstance(creds, str)
+        else clouds_yaml_text(cloud, creds, interface=interface, cacert=cacert)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -7,20 +7,21 @@ import pathlib
 from typing import Any
 
 from clients import image_roundtrip, openstack_json
-from harness import Cloud
+from openstack_charms.sandbox.cloud import Cloud
 
-CLOUD = "openstack"
+CLOUD = "sandbox"
 
 
 def test_glance_is_in_the_catalog_at_its_ingress_url(
     cloud: Cloud, venv: pathlib.Path, admin: dict[str, Any]
 ) -> None:
     endpoints = openstack_json(venv, admin["clouds_yaml"], CLOUD, "endpoint", "list", "--service", "image")
-    # HAProxy's frontends, one per ingress relation, on each traefik's address
+    # HAProxy's frontends, one per ingress relation, on each traefik's address; traefik-public
+    # has a certificate from the CA (the bundle relates them), so its frontends are https
     assert cloud.ingress is not None
     public, internal = (cloud.ingress.addresses[f"traefik-{n}"] for n in ("public", "internal"))
     assert {(e["Interface"], e["URL"]) for e in endpoints} == {
-        ("public", f"http://{public}:9292"),
+        ("public", f"https://{public}:9292"),
         ("internal", f"http://{internal}:9292"),
         ("admin", f"http://{internal}:9292"),
     }

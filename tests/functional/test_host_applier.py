@@ -12,7 +12,7 @@ audit hooks. At the end the service is stopped and the package purged.
 
 In the sandbox (``tox -e functional``) the test's network namespace has only
 loopback and the units' bridge, so the apt-get wrapper runs apt-get in the machine's namespace
-(``nsenter`` into ``SANDBOX_HOST_PID``'s) for the archive; everything else,
+(``openstack_charms.sandbox.network.host_command``) for the archive; everything else,
 the proxy included, stays inside.
 """
 
@@ -24,6 +24,7 @@ import http.server
 import os
 import pathlib
 import pwd
+import shlex
 import shutil
 import socket
 import stat
@@ -36,6 +37,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from openstack_charms.host import HostApplier, SystemHost
 from openstack_charms.plan import HOST, Apt, File, Service, Workload
+from openstack_charms.sandbox.network import host_command
 from openstack_charms.status import NotReady
 from openstack_charms.units import ProcessServices
 
@@ -72,14 +74,13 @@ def counting_path(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pa
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
     bin_dir.mkdir()
     log.touch()
-    host_pid = os.environ.get("SANDBOX_HOST_PID")
     for tool in COUNTED:
         real = shutil.which(tool)
         if real is None:
             body = f"echo '{tool}: not on this machine' >&2; exit 127"
-        elif tool == "apt-get" and host_pid:
+        elif tool == "apt-get":
             # the archive is reachable from the machine's network namespace only
-            body = f'exec nsenter --net=/proc/{host_pid}/ns/net {real} "$@"'
+            body = f'exec {shlex.join(host_command(real))} "$@"'
         else:
             body = f'exec {real} "$@"'
         wrapper = bin_dir / tool

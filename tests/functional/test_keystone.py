@@ -6,9 +6,10 @@ import pathlib
 from typing import Any
 
 from clients import Credentials, openstack, openstack_json, validate_token, write_clouds_yaml
-from harness import CREDENTIALS_USER, Cloud
+from openstack_charms.sandbox.cloud import Cloud
+from openstack_charms.sandbox.providers import CREDENTIALS_USER
 
-CLOUD = "openstack"
+CLOUD = "sandbox"
 
 
 def test_every_charm_is_active_with_its_real_services(cloud: Cloud) -> None:
@@ -73,7 +74,8 @@ def test_identity_credentials_account_authenticates(
         project_domain_name=data["project-domain-name"],
         region_name=data["region"],
     )
-    clouds_yaml = write_clouds_yaml(tmp_path / "clouds.yaml", CLOUD, credentials)
+    assert cloud.ca is not None
+    clouds_yaml = write_clouds_yaml(tmp_path / "clouds.yaml", CLOUD, credentials, cacert=cloud.ca.cert_path)
     token = openstack_json(venv, clouds_yaml, CLOUD, "token", "issue")
     assert token["project_id"] == data["project-id"]
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from clients import HTTPError, http_request, openstack_json, placement_roundtrip
-from harness import Cloud
+from openstack_charms.sandbox.cloud import Cloud
 
-CLOUD = "openstack"
+CLOUD = "sandbox"
 
 
 def test_placement_is_in_the_catalog_and_refuses_anonymous_calls(
@@ -18,14 +18,15 @@ def test_placement_is_in_the_catalog_and_refuses_anonymous_calls(
     endpoints = openstack_json(
         venv, admin["clouds_yaml"], CLOUD, "endpoint", "list", "--service", "placement"
     )
-    # HAProxy's frontends, one per ingress relation, on each traefik's address
+    # HAProxy's frontends, one per ingress relation, on each traefik's address; traefik-public's
+    # are https (it has a certificate from the CA)
     assert cloud.ingress is not None
     public, internal = (cloud.ingress.addresses[f"traefik-{n}"] for n in ("public", "internal"))
     urls = {e["Interface"]: e["URL"] for e in endpoints}
-    assert set(urls.values()) == {f"http://{public}:8778", f"http://{internal}:8778"}
-    assert urls["public"] == f"http://{public}:8778"
+    assert set(urls.values()) == {f"https://{public}:8778", f"http://{internal}:8778"}
+    assert urls["public"] == f"https://{public}:8778"
     with pytest.raises(HTTPError) as refused:
-        http_request("GET", f"http://{public}:8778/resource_providers")
+        http_request("GET", f"https://{public}:8778/resource_providers")
     assert refused.value.status == 401
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from harness import Cloud
+from openstack_charms.sandbox.cloud import Cloud
 from tempest_run import SMOKE_REGEX, run_tempest, write_tempest_conf
 
 
@@ -24,6 +24,8 @@ def test_identity_and_image_smoke_tests_pass(
         admin_username=results["username"],
         admin_password=results["password"],
         region=results["region"],
+        # the public endpoints are traefik-public's, with a certificate from the sandbox's CA
+        extra={"identity": {"ca_certificates_file": str(cloud.ca.cert_path)}} if cloud.ca else None,
     )
     outcome = run_tempest(venv, tmp_path, SMOKE_REGEX, timeout=900)
     print(

@@ -7,7 +7,8 @@ import pathlib
 import subprocess
 
 import pytest
-from harness import Cloud, Machine
+from openstack_charms.sandbox.cloud import Cloud
+from openstack_charms.sandbox.containers import Machine
 
 #: what the charms write, in their containers only
 SERVICE_PATHS = ("/etc/keystone", "/etc/glance", "/etc/placement", "/var/lib/glance", "/run/openstack-charm")
@@ -72,7 +73,7 @@ def test_a_container_sees_the_machine_but_writes_its_own(venv: pathlib.Path, tmp
         assert (tmp_path / "units" / "probe-0" / "storage" / "data" / "x").is_file()
         machine.start(key, "sleeper", {"command": "sleep 600", "user": "probe"})
         holder = container.holder.pid
-        service = machine.processes[(key, "sleeper")][0].pid
+        service = machine.processes[(key, "sleeper")].process.pid
     finally:
         machine.cleanup()
     assert not pathlib.Path(f"/proc/{holder}").exists()

@@ -10,8 +10,10 @@ import urllib.error
 import urllib.request
 
 import pytest
-from harness import Cloud, Ingress, Machine
-from sandbox import GATEWAY, NETWORK
+from openstack_charms.sandbox.cloud import Cloud
+from openstack_charms.sandbox.containers import Machine
+from openstack_charms.sandbox.network import GATEWAY, NETWORK
+from openstack_charms.sandbox.providers import Ingress
 
 
 def _status(url: str) -> int:
@@ -75,7 +77,9 @@ def test_a_request_through_haproxy_reaches_the_unit(cloud: Cloud) -> None:
         assert before["status"] == "UP"
         assert before["addr"] == f"{machine.address(unit)}:{route.backend_port}"
         direct = _status(f"http://{machine.address(unit)}:{route.backend_port}/")
-        assert _status(f"http://{route.address}:{route.port}/") == direct
+        # traefik-public has a certificate: its frontends are https, verified against the sandbox's CA
+        scheme = "https" if route.provider in ingress.tls else "http"
+        assert _status(f"{scheme}://{route.address}:{route.port}/") == direct
         # HAProxy's own count: this request went to that unit
         assert int(ingress.servers()[(name, server)]["stot"]) == int(before["stot"]) + 1
 
@@ -126,7 +130,7 @@ def test_haproxy_balances_over_every_unit_then_cleanup_leaves_nothing(
         haproxy = ingress.process.pid if ingress.process else None
         holders = [n.holder.pid for n in machine.networks.values()]
         holders += [c.holder.pid for c in machine.containers.values()]
-        holders += [p.pid for p, _ in machine.processes.values()]
+        holders += [r.process.pid for r in machine.processes.values()]
     finally:
         try:
             ingress.close()

@@ -85,7 +85,9 @@ def preflight(state: pathlib.Path, venv: pathlib.Path) -> None:
         )
 
 
-def up(state: pathlib.Path, bundle: pathlib.Path, overlays: Sequence[pathlib.Path], seed: int, timeout: float) -> int:
+def up(
+    state: pathlib.Path, bundle: pathlib.Path, overlays: Sequence[pathlib.Path], seed: int, timeout: float
+) -> int:
     """Start the controller, print its progress, then how to use the cloud."""
     venv = _venv()
     preflight(state, venv)
@@ -100,17 +102,32 @@ def up(state: pathlib.Path, bundle: pathlib.Path, overlays: Sequence[pathlib.Pat
     state.mkdir(parents=True, exist_ok=True)
     (state / "tmp").mkdir(exist_ok=True)
     units = sum(n for app, n in layout.scale.items() if app in layout.apps)
-    print(f"sandbox: deploying {bundle.name}{''.join(f' + {o.name}' for o in overlays)}:"
-          f" {len(layout.apps)} applications of ours ({units} units), {len(layout.stand_ins)} stood in")
+    print(
+        f"sandbox: deploying {bundle.name}{''.join(f' + {o.name}' for o in overlays)}:"
+        f" {len(layout.apps)} applications of ours ({units} units), {len(layout.stand_ins)} stood in"
+    )
     for limit in layout.limits():
         print(f"  stand-in: {limit}")
-    argv = [sys.executable, "-m", "openstack_charms.sandbox", "--state", str(state), "controller", str(bundle)]
+    argv = [
+        sys.executable,
+        "-m",
+        "openstack_charms.sandbox",
+        "--state",
+        str(state),
+        "controller",
+        str(bundle),
+    ]
     argv += [a for o in overlays for a in ("--overlay", str(o))] + ["--seed", str(seed)]
     # the charms' scratch files (ops.testing's charm roots) go into the state, which down removes
     env = dict(os.environ, TMPDIR=str(state / "tmp"), PYTHONPATH=os.pathsep.join(sys.path))
     with (state / "controller.log").open("ab") as log:
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
         )
     done = _follow(state / controller.EVENTS, process, timeout)
     if done is None:
@@ -187,15 +204,20 @@ def _print_status(state: pathlib.Path) -> int:
 
 def _running(state: pathlib.Path) -> None:
     if controller.controller_pid(state) is None:
-        raise Refused(f"no sandbox is up in {state}" + (" (`down` removes what is left there)" if state.exists() else ""))
+        raise Refused(
+            f"no sandbox is up in {state}"
+            + (" (`down` removes what is left there)" if state.exists() else "")
+        )
 
 
 def status(state: pathlib.Path) -> int:
+    """Print every unit's status, as ``juju status`` lists them."""
     _running(state)
     return _print_status(state)
 
 
 def run_action(state: pathlib.Path, unit: str, action: str, params: Sequence[str]) -> int:
+    """Run a charm action (``KEY=VALUE`` parameters, values read as JSON where they parse); its results."""
     _running(state)
     values: dict[str, Any] = {}
     for param in params:
@@ -268,12 +290,19 @@ def down(state: pathlib.Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m openstack_charms.sandbox", description=__doc__.split("\n")[0])
-    parser.add_argument("--state", type=pathlib.Path, default=pathlib.Path(os.environ.get("SANDBOX_STATE", ".sandbox")))
+    """The command line; the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m openstack_charms.sandbox", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument(
+        "--state", type=pathlib.Path, default=pathlib.Path(os.environ.get("SANDBOX_STATE", ".sandbox"))
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("up", "controller"):
         command = commands.add_parser(name, help="deploy a bundle" if name == "up" else argparse.SUPPRESS)
-        command.add_argument("bundle", nargs="?", type=pathlib.Path, default=REPO / "bundles" / "openstack.yaml")
+        command.add_argument(
+            "bundle", nargs="?", type=pathlib.Path, default=REPO / "bundles" / "openstack.yaml"
+        )
         command.add_argument("--overlay", type=pathlib.Path, action="append", default=[])
         command.add_argument("--seed", type=int, default=0, help="the order of the first hooks")
         command.add_argument("--timeout", type=float, default=1200)
@@ -286,7 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     state = args.state.absolute()
     if args.command == "up":
-        return up(state, args.bundle.absolute(), [o.absolute() for o in args.overlay], args.seed, args.timeout)
+        return up(
+            state, args.bundle.absolute(), [o.absolute() for o in args.overlay], args.seed, args.timeout
+        )
     if args.command == "controller":
         controller.run(state, _venv(), args.bundle, args.overlay, args.seed)
         return 0

@@ -30,8 +30,8 @@ from ..testing.bundle import deployed
 from ..testing.model import SimulatedModel
 from .containers import CheckChange, Machine, ServiceExited
 from .network import GATEWAY
-from .providers import CA, LIMITS, Ingress, Providers
 from .pebble import real_pebble
+from .providers import CA, LIMITS, Ingress, Providers
 
 #: what stands in for each charm we do not write, and the interfaces it answers
 STAND_INS: Mapping[str, tuple[str, frozenset[str]]] = {
@@ -126,7 +126,10 @@ def read_bundle(bundle: pathlib.Path, overlays: Sequence[pathlib.Path] = ()) -> 
         # between two stand-ins: what it changes in how they serve
         for mine, theirs in ((a, b), (b, a)):
             app, endpoint = mine.split(":")
-            if stand_ins[app] != "traefik-k8s" or stand_ins.get(theirs.split(":")[0]) != "self-signed-certificates":
+            if (
+                stand_ins[app] != "traefik-k8s"
+                or stand_ins.get(theirs.split(":")[0]) != "self-signed-certificates"
+            ):
                 continue
             if endpoint == "certificates":
                 tls.add(app)
@@ -276,15 +279,14 @@ class Cloud:
         shuffle.shuffle(units)
         for unit in units:
             state = self.model.unit_states[unit]
-            self.model.run(unit, lambda ctx: ctx.on.install())
+            on = self.model.contexts[unit].on
+            self._fire(unit, on.install())
             if state.leader:
-                self.model.run(unit, lambda ctx: ctx.on.leader_elected())
-            self.model.run(unit, lambda ctx: ctx.on.config_changed())
-            self.model.run(unit, lambda ctx: ctx.on.start())
+                self._fire(unit, on.leader_elected())
+            self._fire(unit, on.config_changed())
+            self._fire(unit, on.start())
             for container in state.containers:
-                self.model.run(
-                    unit, lambda ctx, name=container.name: ctx.on.pebble_ready(self._container(unit, name))
-                )
+                self._fire(unit, on.pebble_ready(self._container(unit, container.name)))
         pairs = [
             (unit, relation.id)
             for unit in units
@@ -293,18 +295,23 @@ class Cloud:
         ]
         shuffle.shuffle(pairs)
         for unit, relation_id in pairs:
+            on = self.model.contexts[unit].on
             relation = self.model.input_state(unit).get_relation(relation_id)
-            remotes = (
-                relation.peers_data if isinstance(relation, testing.PeerRelation) else relation.remote_units_data  # type: ignore[attr-defined]
-            )
-            self.model.run(unit, lambda ctx, r=relation: ctx.on.relation_created(r))
-            for remote in sorted(remotes):
+            if isinstance(relation, testing.PeerRelation):
+                remotes = sorted(relation.peers_data)
+            else:
+                assert isinstance(relation, testing.Relation)
+                remotes = sorted(relation.remote_units_data)
+            self._fire(unit, on.relation_created(relation))
+            for remote in remotes:
                 relation = self.model.input_state(unit).get_relation(relation_id)
-                self.model.run(unit, lambda ctx, r=relation, n=remote: ctx.on.relation_joined(r, remote_unit=n))
+                self._fire(unit, on.relation_joined(relation, remote_unit=remote))
             relation = self.model.input_state(unit).get_relation(relation_id)
-            self.model.run(
-                unit, lambda ctx, r=relation, n=min(remotes): ctx.on.relation_changed(r, remote_unit=n)
-            )
+            self._fire(unit, on.relation_changed(relation, remote_unit=remotes[0]))
+
+    def _fire(self, unit: str, event: Any) -> None:
+        """Run one event, made from what the unit sees now, on the unit's charm."""
+        self.model.run(unit, lambda _ctx: event)
 
     def _container(self, unit: str, name: str) -> testing.Container:
         return next(c for c in self.model.input_state(unit).containers if c.name == name)
@@ -315,18 +322,15 @@ class Cloud:
         """Pebble's work since the last call; a check that went down or up runs the charm's event."""
         changes = self.machine.supervise()
         for change in changes:
-            unit, container = change.key
+            unit, name = change.key
             self._set_check_infos(unit)
-            info = next(
-                i for c in self.model.unit_states[unit].containers if c.name == container for i in c.check_infos
-                if i.name == change.check
-            )
+            container = self._container(unit, name)
+            info = next(i for i in container.check_infos if i.name == change.check)
+            on = self.model.contexts[unit].on
             if change.status == "down":
-                self.model.run(unit, lambda ctx, i=info: ctx.on.pebble_check_failed(self._container(unit, container), i))
+                self._fire(unit, on.pebble_check_failed(container, info))
             else:
-                self.model.run(
-                    unit, lambda ctx, i=info: ctx.on.pebble_check_recovered(self._container(unit, container), i)
-                )
+                self._fire(unit, on.pebble_check_recovered(container, info))
         return changes
 
     def _set_check_infos(self, unit: str) -> None:
@@ -362,14 +366,18 @@ class Cloud:
             for unit in units:
                 status = self.model.unit_states[unit].unit_status
                 address = self.machine.address(unit) if unit in self.machine.networks else ""
-                rows.append(UnitStatus(app, unit, status.name, status.message, address, self.layout.apps[app]))
+                rows.append(
+                    UnitStatus(app, unit, status.name, status.message, address, self.layout.apps[app])
+                )
         for app, charm in self.layout.stand_ins.items():
             address = GATEWAY
             if charm == "traefik-k8s" and self.ingress is not None:
                 address = self.ingress.addresses.get(app, "")
             elif charm == "self-signed-certificates":
                 address = ""
-            rows.append(UnitStatus(app, f"{app}/0", "active", f"stood in by {STAND_INS[charm][0]}", address, charm))
+            rows.append(
+                UnitStatus(app, f"{app}/0", "active", f"stood in by {STAND_INS[charm][0]}", address, charm)
+            )
         return rows
 
     def hooks_per_app(self) -> dict[str, int]:
@@ -418,7 +426,7 @@ class Cloud:
                 continue
             try:
                 step()
-            except Exception as e:  # noqa: BLE001 (every step runs; the failures are raised together)
+            except Exception as e:
                 errors.append(f"{getattr(step, '__qualname__', step)}: {e}")
         if errors:
             raise RuntimeError("; ".join(errors))

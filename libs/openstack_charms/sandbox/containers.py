@@ -387,7 +387,7 @@ class Machine:
         )
 
     def stop(self, key: ContainerKey, name: str) -> None:
-        """Stop a service's whole process group: TERM, then KILL after 20 s (SIGCONT first: it may be stopped)."""
+        """Stop a service's whole process group: TERM (and CONT: it may be stopped), KILL after 20 s."""
         entry = self.processes.pop((key, name), None)
         if entry is None:
             return
@@ -405,7 +405,7 @@ class Machine:
     def replan(self, key: ContainerKey, plan: pebble.Plan) -> None:
         """Start what is stopped, restart what the layer changed, as Pebble's replan does."""
         for name, service in plan.services.items():
-            wanted = service.to_dict()
+            wanted = dict(service.to_dict())
             if wanted.get("startup") != "enabled":
                 continue
             running = self.processes.get((key, name))
@@ -419,14 +419,14 @@ class Machine:
         """Restart services (start those not running)."""
         for name in names:
             self.stop(key, name)
-            self.start(key, name, plan.services[name].to_dict())
+            self.start(key, name, dict(plan.services[name].to_dict()))
 
     # Pebble's own work between hooks ----------------------------------------------
 
     def plan_checks(self, key: ContainerKey, plan: pebble.Plan) -> None:
         """Take the checks of a container's plan (their state kept while the check is unchanged)."""
         for name, check in plan.checks.items():
-            spec = check.to_dict()
+            spec = dict(check.to_dict())
             known = self.checks.get((key, name))
             if known is None or known.spec != spec:
                 self.checks[(key, name)] = CheckState(spec, _seconds(spec.get("period"), 10.0))
@@ -476,7 +476,10 @@ class Machine:
             if running.restart_at is None:
                 running.restart_at = now + running.backoff
                 with self._log(key, name).open("a") as log:
-                    log.write(f"[sandbox] {name} exited with {running.process.returncode}; restarting in {running.backoff:g} s\n")
+                    log.write(
+                        f"[sandbox] {name} exited with {running.process.returncode};"
+                        f" restarting in {running.backoff:g} s\n"
+                    )
             elif now >= running.restart_at:
                 backoff = min(running.backoff * 2, BACKOFF_LIMIT)
                 self.start(key, name, running.spec)
@@ -501,7 +504,10 @@ class Machine:
                 for (k, service), running in list(self.processes.items()):
                     if k == key and running.spec.get("on-check-failure", {}).get(name) == "restart":
                         with self._log(key, service).open("a") as log:
-                            log.write(f"[sandbox] check {name} failed {check.failures} times: restarting {service}\n")
+                            log.write(
+                                f"[sandbox] check {name} failed {check.failures} times:"
+                                f" restarting {service}\n"
+                            )
                         self.stop(key, service)
                         self.start(key, service, running.spec)
         return changes

@@ -86,13 +86,15 @@ def access_files(state: pathlib.Path, venv: pathlib.Path, cloud: Cloud) -> dict[
         "#!/bin/sh\n"
         "# the OpenStack client of the sandbox's release, run in the sandbox's network\n"
         f'export OS_CLIENT_CONFIG_FILE="${{OS_CLIENT_CONFIG_FILE:-{clouds_yaml}}}"\n'
-        f"exec nsenter --net=/proc/{os.getpid()}/ns/net -- {venv}/bin/openstack \"$@\"\n"
+        f'exec nsenter --net=/proc/{os.getpid()}/ns/net -- {venv}/bin/openstack "$@"\n'
     )
     client.chmod(0o755)
     return {"clouds_yaml": str(clouds_yaml), "openrc": str(openrc), "openstack": str(client)}
 
 
-def run(state: pathlib.Path, venv: pathlib.Path, bundle: pathlib.Path, overlays: Sequence[pathlib.Path], seed: int) -> None:
+def run(
+    state: pathlib.Path, venv: pathlib.Path, bundle: pathlib.Path, overlays: Sequence[pathlib.Path], seed: int
+) -> None:
     """Deploy, report, then serve until ``down``."""
     started = time.monotonic()
     (state / PID).write_text(str(os.getpid()))
@@ -101,18 +103,24 @@ def run(state: pathlib.Path, venv: pathlib.Path, bundle: pathlib.Path, overlays:
         enter_private_network()
         layout = read_bundle(bundle, overlays)
         cloud = Cloud(state, venv, layout, report=events.line, seed=seed)
-    except Exception as e:  # noqa: BLE001 (whatever stops it is reported to up, which waits for it)
-        events.write("done", ok=False, reason=f"{type(e).__name__}: {e}", units={}, trace=traceback.format_exc())
+    except Exception as e:
+        events.write(
+            "done", ok=False, reason=f"{type(e).__name__}: {e}", units={}, trace=traceback.format_exc()
+        )
         raise
     try:
         cloud.up()
         converged = cloud.elapsed()
         access = access_files(state, venv, cloud)
-        events.write("done", ok=True, converged=round(converged, 1), hooks=cloud.hooks_per_app(), access=access)
+        events.write(
+            "done", ok=True, converged=round(converged, 1), hooks=cloud.hooks_per_app(), access=access
+        )
     except NotConverged as e:
         events.write("done", ok=False, reason=e.reason, units=e.units, hooks=cloud.hooks_per_app())
-    except Exception as e:  # noqa: BLE001
-        events.write("done", ok=False, reason=f"{type(e).__name__}: {e}", units={}, trace=traceback.format_exc())
+    except Exception as e:
+        events.write(
+            "done", ok=False, reason=f"{type(e).__name__}: {e}", units={}, trace=traceback.format_exc()
+        )
     serve(state, cloud)
 
 
@@ -141,7 +149,7 @@ def serve(state: pathlib.Path, cloud: Cloud) -> None:
                 _send(conn, _answer(cloud, request))
         try:
             cloud.supervise()
-        except Exception:  # noqa: BLE001 (a hook that failed is the charm's; the controller goes on)
+        except Exception:
             traceback.print_exc()
 
 
@@ -151,9 +159,11 @@ def _answer(cloud: Cloud, request: Mapping[str, Any]) -> dict[str, Any]:
         if command == "status":
             return {"ok": True, "units": [dataclasses.asdict(row) for row in cloud.statuses()]}
         if command == "run":
-            results = cloud.run_action(str(request["unit"]), str(request["action"]), request.get("params") or {})
+            results = cloud.run_action(
+                str(request["unit"]), str(request["action"]), request.get("params") or {}
+            )
             return {"ok": True, "results": results}
-    except Exception as e:  # noqa: BLE001 (the CLI shows what failed; the cloud stays)
+    except Exception as e:
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
     return {"ok": False, "error": f"unknown command {command!r}"}
 
@@ -161,7 +171,7 @@ def _answer(cloud: Cloud, request: Mapping[str, Any]) -> dict[str, Any]:
 def _down(cloud: Cloud) -> dict[str, Any]:
     try:
         cloud.down()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return {"ok": False, "error": str(e)}
     return {"ok": True}
 

@@ -82,7 +82,9 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-def _forwarder(open_upstream: Opener) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+def _forwarder(
+    open_upstream: Opener,
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await open_upstream()
@@ -112,7 +114,9 @@ def enter_private_network() -> None:
     """
     global _host_namespace
     if os.geteuid() != 0:
-        raise PermissionError("the sandbox makes network namespaces and runs services as their users: run as root")
+        raise PermissionError(
+            "the sandbox makes network namespaces and runs services as their users: run as root"
+        )
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, name="sandbox-forwarders", daemon=True).start()
     host_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -194,7 +198,16 @@ class UnitNetwork:
         self.address = str(_NETWORK.network_address + 256 + number)
         self.link = f"unit{number}"
         self.holder = subprocess.Popen(
-            ["setpriv", "--pdeathsig", "KILL", "unshare", "--net", "sh", "-c", "echo ready; exec sleep infinity"],
+            [
+                "setpriv",
+                "--pdeathsig",
+                "KILL",
+                "unshare",
+                "--net",
+                "sh",
+                "-c",
+                "echo ready; exec sleep infinity",
+            ],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
         )

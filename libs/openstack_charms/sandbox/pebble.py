@@ -11,6 +11,7 @@ from scenario import mocking
 
 from .containers import ContainerKey, Machine
 
+
 @contextlib.contextmanager
 def real_pebble(machine: Machine) -> Iterator[None]:
     """Make ops.testing's Pebble also do, on ``machine``, what the charm asked of it."""

@@ -140,8 +140,11 @@ class Ingress:
         tls: Iterable[str] = (),
         verifying: Iterable[str] = (),
     ) -> None:
-        """``tls``: the providers with a certificate (https frontends, from ``ca``); ``verifying``:
-        those given the CA, which verify https units against it."""
+        """HAProxy for the providers; TLS where they have a certificate.
+
+        ``tls``: the providers with a certificate (https frontends, from ``ca``);
+        ``verifying``: those given the CA, which verify https units against it.
+        """
         self.machine = machine
         self.state = state
         self.config = state / "haproxy.cfg"
@@ -200,7 +203,11 @@ class Ingress:
         for name, route in sorted(self.routes.items()):
             tls = ""
             if route.scheme == "https":
-                verify = f"required ca-file {self.ca.cert_path}" if self.ca and route.provider in self.verifying else "none"
+                verify = (
+                    f"required ca-file {self.ca.cert_path}"
+                    if self.ca and route.provider in self.verifying
+                    else "none"
+                )
                 tls = f" ssl verify {verify}"
             bind = f"{route.address}:{route.port}"
             if route.provider in self.tls and self.ca is not None:
@@ -353,7 +360,9 @@ class CA:
 
         if not path.exists():
             key = PrivateKey.generate()
-            csr = CertificateRequestAttributes(common_name=address, sans_ip=frozenset({address})).generate_csr(key)
+            csr = CertificateRequestAttributes(
+                common_name=address, sans_ip=frozenset({address})
+            ).generate_csr(key)
             path.touch(mode=0o600)
             path.write_text(f"{self.sign(str(csr).strip())}\n{key}\n{self.pem}\n")
         return path
@@ -461,7 +470,9 @@ class Providers:
             return self.ca.answer(link, units.values())
         if link.interface == "certificate_transfer" and self.ca is not None:
             return self.ca.transfer(link)
-        raise LookupError(f"no stand-in answers {link.interface} for {link.other.app} ({charm or 'unknown charm'})")
+        raise LookupError(
+            f"no stand-in answers {link.interface} for {link.other.app} ({charm or 'unknown charm'})"
+        )
 
     def _database(self, link: Link, request: Mapping[str, str]) -> RelationFixture | None:
         name = request.get("database")
