@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +137,14 @@ class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
         )
         # uwsgi's master keeps running (so Pebble's on-failure never fires) while every worker
         # hangs: a failing check is the only sign, and a restart what brings the API back
-        check = Check.http(
-            f"{name}-up", f"{ctx.scheme}://localhost:{port}{healthcheck_path}", restarts=(name,)
-        )
+        check = Check.http(f"{name}-up", f"http://localhost:{port}{healthcheck_path}", restarts=(name,))
+        if ctx.tls is not None:
+            # Pebble's HTTP check verifies the certificate against the container's system CAs and
+            # the URL's host, and localhost is no name of this unit's certificate: curl checks the
+            # served certificate against the unit's CA and a name it was issued for, on localhost
+            host = self.certificate_names()[0]
+            argv = ["curl", "--fail", "--silent", "--show-error", "--output", "/dev/null", "--max-time", "3"]
+            argv += ["--cacert", ctx.tls.ca_path, "--resolve", f"{host}:{port}:127.0.0.1"]
+            argv.append(f"https://{host}:{port}{healthcheck_path}")
+            check = Check.exec(f"{name}-up", shlex.join(argv), restarts=(name,))
         return Workload(container, services=[service], checks=[check], files=[ini, *self.trust_files(ctx)])

@@ -222,3 +222,32 @@ def test_three_keystones_behind_haproxy_survive_one_that_hangs(state: pathlib.Pa
     down = sandbox(state, "down", timeout=300)
     assert down.returncode == 0
     assert_nothing_left(state, what)
+
+
+def test_with_the_tls_overlay_every_catalog_url_is_https_and_verified(state: pathlib.Path) -> None:
+    up = sandbox(state, "up", "--overlay", str(OVERLAYS / "tls.yaml"))
+    assert up.returncode == 0
+    openstack = str(state / "bin" / "openstack")
+    catalog = json.loads(client(openstack, "--os-cloud", "sandbox", "catalog", "list", "-f", "json"))
+    urls = [e["url"] for entry in catalog for e in entry["Endpoints"]]
+    assert len(urls) == 9 and all(url.startswith("https://") for url in urls), urls
+    # the units serve https themselves: Pebble's checks (curl against the unit's CA) found them up
+    assert all(s == "active" for s, _ in statuses(state).values())
+    # the client verifies: without the sandbox's CA the same cloud is refused
+    clouds = (state / "clouds.yaml").read_text()
+    assert f"cacert: {state / 'ca' / 'ca.pem'}" in clouds
+    untrusting = state / "untrusting.yaml"
+    untrusting.write_text("\n".join(line for line in clouds.splitlines() if "cacert" not in line) + "\n")
+    refused = subprocess.run(
+        [openstack, "--os-cloud", "sandbox", "token", "issue"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, OS_CLIENT_CONFIG_FILE=str(untrusting)),
+    )
+    assert refused.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr
+    token = json.loads(client(openstack, "--os-cloud", "sandbox", "token", "issue", "-f", "json"))
+    assert token["id"]
+    what = made(state)
+    assert sandbox(state, "down", timeout=300).returncode == 0
+    assert_nothing_left(state, what)

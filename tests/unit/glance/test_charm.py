@@ -256,7 +256,16 @@ def test_tls_serves_https_and_trusts_the_received_ca(
     assert conf["keystone_authtoken"]["cafile"] == "/etc/glance/ca-bundle.pem"
     assert conf["DEFAULT"]["worker_self_reference_url"].startswith("https://glance-k8s-0.")
     check = out.get_container("glance").plan.checks["glance-api-up"]
-    assert check.http == {"url": "https://localhost:9292/versions"}
+    # Pebble would verify https://localhost against the system CAs and fail: curl checks the certificate
+    assert (
+        check.http is None
+        and check.exec is not None
+        and check.exec["command"]
+        == (
+            "curl --fail --silent --show-error --output /dev/null --max-time 3"
+            " --cacert /etc/glance/tls/ca.pem --resolve glance-k8s.openstack.svc:9292:127.0.0.1 https://glance-k8s.openstack.svc:9292/versions"
+        )
+    )
 
 
 # -- the image store --------------------------------------------------------------
