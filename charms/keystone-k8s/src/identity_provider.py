@@ -27,7 +27,7 @@ import ops
 from charms.keystone_k8s.v0 import identity_credentials as idc
 from charms.keystone_k8s.v0 import identity_service as ids
 from openstack_charms import generate
-from openstack_charms.status import Waiting
+from openstack_charms.status import NotReady, Waiting
 
 if TYPE_CHECKING:
     from charm import KeystoneCharm
@@ -72,6 +72,8 @@ class ProviderInputs:
     admin_user: str
     admin_role: str
     admin_password: Callable[[], str]
+    #: the CA of the certificate keystone's pod serves (with ``tls``)
+    ca: str = ""
     generation: str = "0"
     hook: str = ""
     hook_relation_id: int | None = None
@@ -104,6 +106,7 @@ def provider_inputs(charm: KeystoneCharm) -> ProviderInputs:
         internal_url=charm.endpoints.internal,
         public_url=charm.endpoints.public,
         tls=charm.tls_enabled,
+        ca=_served_ca(charm),
         port=charm.api_port,
         region=config.region,
         admin_user=config.admin_user,
@@ -113,6 +116,16 @@ def provider_inputs(charm: KeystoneCharm) -> ProviderInputs:
         hook=charm.hook,
         hook_relation_id=int(relation_id) if relation_id.isdigit() else None,
     )
+
+
+def _served_ca(charm: KeystoneCharm) -> str:
+    if not charm.tls_enabled:
+        return ""
+    try:
+        tls = charm.context.tls
+    except NotReady:
+        return ""
+    return tls.ca if tls is not None else ""
 
 
 def relation_ids(model: ops.Model, endpoint: str) -> list[int]:
@@ -130,6 +143,8 @@ def relation_ids(model: ops.Model, endpoint: str) -> list[int]:
 def connect(inputs: ProviderInputs) -> keystone_api.KeystoneAPI:
     """Return a client authenticated as the admin user; Waiting if keystone does not answer."""
     api = keystone_api.KeystoneAPI()
+    if inputs.ca:
+        api = keystone_api.KeystoneAPI(f"https://localhost:{inputs.port}/v3", ca=inputs.ca)
     try:
         api.authenticate(inputs.admin_user, inputs.admin_password(), project=ADMIN_PROJECT)
     except keystone_api.UnavailableError:

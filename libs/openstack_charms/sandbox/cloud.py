@@ -47,8 +47,9 @@ IMAGE_FILES: Mapping[tuple[str, str], Mapping[str, str]] = {
     ("glance-k8s", "glance"): {"/etc/glance/metadefs": "etc/glance/metadefs"},
 }
 
-#: interfaces whose provider answers again whenever the request changes (a CA signs each new request)
-LIVE = ("tls-certificates",)
+#: interfaces whose provider answers again whenever the request changes (a CA signs each new
+#: request; traefik routes to https once a unit serves it)
+LIVE = ("tls-certificates", "ingress")
 
 
 class BundleError(ValueError):
