@@ -137,8 +137,9 @@ class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
         )
         # uwsgi's master keeps running (so Pebble's on-failure never fires) while every worker
         # hangs: a failing check is the only sign, and a restart what brings the API back
-        check = Check.http(f"{name}-up", f"http://localhost:{port}{healthcheck_path}", restarts=(name,))
-        if ctx.tls is not None:
+        if ctx.tls is None:
+            check = Check.http(f"{name}-up", f"http://localhost:{port}{healthcheck_path}", restarts=(name,))
+        else:
             # Pebble's HTTP check verifies the certificate against the container's system CAs and
             # the URL's host, and localhost is no name of this unit's certificate: curl checks the
             # served certificate against the unit's CA and a name it was issued for, on localhost

@@ -292,17 +292,13 @@ class Cloud:
             (unit, relation.id)
             for unit in units
             for relation in self.model.input_state(unit).relations
-            if not (isinstance(relation, testing.PeerRelation) and not relation.peers_data)
+            if self.model.remote_units(relation)
         ]
         shuffle.shuffle(pairs)
         for unit, relation_id in pairs:
             on = self.model.contexts[unit].on
             relation = self.model.input_state(unit).get_relation(relation_id)
-            if isinstance(relation, testing.PeerRelation):
-                remotes = sorted(relation.peers_data)
-            else:
-                assert isinstance(relation, testing.Relation)
-                remotes = sorted(relation.remote_units_data)
+            remotes = self.model.remote_units(relation)
             self._fire(unit, on.relation_created(relation))
             for remote in remotes:
                 relation = self.model.input_state(unit).get_relation(relation_id)

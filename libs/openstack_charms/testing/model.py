@@ -351,26 +351,31 @@ class SimulatedModel:
         changed = [
             r.id
             for r in self.input_state(unit).relations
-            # a peer relation without other units has nobody to change it
-            if not (isinstance(r, testing.PeerRelation) and not r.peers_data)
-            and self.seen.get((unit, r.id)) != self._remote(unit, r)
+            if self.remote_units(r) and self.seen.get((unit, r.id)) != self._remote(unit, r)
         ]
         if not changed:
             self.run(unit)
         for relation_id in changed:
             relation = self.input_state(unit).get_relation(relation_id)
-            # the peer relation's changes come from another unit of ours, any other's from the remote side
-            if isinstance(relation, testing.PeerRelation):
-                remote = min(relation.peers_data)
-            else:
-                assert isinstance(relation, testing.Relation)
-                remote = min(relation.remote_units_data)
+            remote = self.remote_units(relation)[0]
             self.run(
                 unit,
                 lambda ctx, relation=relation, remote=remote: ctx.on.relation_changed(
                     relation, remote_unit=remote
                 ),
             )
+
+    @staticmethod
+    def remote_units(relation: testing.RelationBase) -> list[int]:
+        """The unit numbers that can change ``relation`` for this unit, sorted.
+
+        The peer relation's changes come from the other units of ours (none: nobody
+        changes it), any other's from the remote side.
+        """
+        if isinstance(relation, testing.PeerRelation):
+            return sorted(relation.peers_data)
+        assert isinstance(relation, testing.Relation)
+        return sorted(relation.remote_units_data)
 
     def run_action(self, app_or_unit: str, action: str, **params: Any) -> dict[str, Any]:
         """Run an action on a unit (an application: its leader) and return its results."""

@@ -48,22 +48,32 @@ def with_check(state: testing.State, container: str, name: str, status: CheckSta
     return dataclasses.replace(state, containers=containers)
 
 
+def report(
+    ctx: testing.Context[Any],
+    state: testing.State,
+    status: CheckStatus,
+    container: str = "placement",
+    name: str = CHECK,
+) -> testing.State:
+    """Pebble in ``container`` reports ``name`` down (or up again) and Juju runs the matching hook."""
+    state = with_check(state, container, name, status)
+    target = state.get_container(container)
+    on = ctx.on.pebble_check_failed if status == CheckStatus.DOWN else ctx.on.pebble_check_recovered
+    return ctx.run(on(target, target.get_check_info(name)), state)
+
+
 def fail(
     ctx: testing.Context[Any], state: testing.State, container: str = "placement", name: str = CHECK
 ) -> testing.State:
     """Pebble in ``container`` reports ``name`` down and Juju runs its check-failed hook."""
-    state = with_check(state, container, name, CheckStatus.DOWN)
-    target = state.get_container(container)
-    return ctx.run(ctx.on.pebble_check_failed(target, target.get_check_info(name)), state)
+    return report(ctx, state, CheckStatus.DOWN, container, name)
 
 
 def recover(
     ctx: testing.Context[Any], state: testing.State, container: str = "placement", name: str = CHECK
 ) -> testing.State:
     """Pebble in ``container`` reports ``name`` up again and Juju runs its check-recovered hook."""
-    state = with_check(state, container, name, CheckStatus.UP)
-    target = state.get_container(container)
-    return ctx.run(ctx.on.pebble_check_recovered(target, target.get_check_info(name)), state)
+    return report(ctx, state, CheckStatus.UP, container, name)
 
 
 # -- the layer ------------------------------------------------------------------------
