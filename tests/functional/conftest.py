@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from openstack_charms.sandbox import network
 from openstack_charms.sandbox.cloud import Cloud, read_bundle
-from openstack_charms.sandbox.controller import CLOUD_NAME, access_files
+from openstack_charms.sandbox.controller import CLOUD_NAME, access_files, admin_account
 from openstack_charms.sandbox.providers import ensure_haproxy
 from openstack_charms.testing import REPO
 
@@ -74,8 +74,8 @@ def admin(cloud: Cloud, venv: pathlib.Path) -> dict[str, Any]:
     be told to in a real cloud: the clouds.yaml names it, and so does ``SSL_CERT_FILE``
     for the tests' own REST calls.
     """
-    access = access_files(cloud.state, venv, cloud)
+    results = admin_account(cloud)
+    access = access_files(cloud.state, venv, cloud, results)
     assert cloud.ca is not None
     os.environ["SSL_CERT_FILE"] = str(cloud.ca.cert_path)
-    results = cloud.run_action("keystone", "get-admin-account")
     return {"results": results, "clouds_yaml": pathlib.Path(access["clouds_yaml"]), "cloud": CLOUD_NAME}

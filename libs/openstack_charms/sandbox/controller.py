@@ -49,12 +49,18 @@ class Events:
         self.write("line", text=text)
 
 
-def access_files(state: pathlib.Path, venv: pathlib.Path, cloud: Cloud) -> dict[str, str]:
-    """clouds.yaml, openrc and an ``openstack`` that enters the sandbox's network, from keystone's action."""
+def admin_account(cloud: Cloud) -> dict[str, Any]:
+    """The results of keystone's ``get-admin-account``; empty for a cloud without keystone."""
     keystone = next((app for app, charm in cloud.layout.apps.items() if charm == "keystone-k8s"), None)
-    if keystone is None:
+    return cloud.run_action(keystone, "get-admin-account") if keystone else {}
+
+
+def access_files(
+    state: pathlib.Path, venv: pathlib.Path, cloud: Cloud, account: Mapping[str, Any]
+) -> dict[str, str]:
+    """clouds.yaml, openrc and an ``openstack`` that enters the sandbox's network, from ``account``."""
+    if not account:
         return {}
-    account = cloud.run_action(keystone, "get-admin-account")
     auth_url = str(account["public-endpoint"])
     cacert = str(cloud.ca.cert_path) if cloud.ca is not None and auth_url.startswith("https:") else ""
     lines = [
@@ -111,7 +117,7 @@ def run(
     try:
         cloud.up()
         converged = cloud.elapsed()
-        access = access_files(state, venv, cloud)
+        access = access_files(state, venv, cloud, admin_account(cloud))
         events.write(
             "done", ok=True, converged=round(converged, 1), hooks=cloud.hooks_per_app(), access=access
         )
