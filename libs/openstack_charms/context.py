@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .relations.database import DatabaseContext
     from .relations.identity import IdentityCredentialsContext, IdentityServiceContext
     from .relations.ingress import IngressContext
+    from .relations.ovsdb import OVSDBContext
     from .relations.tls import CAContext, TLSContext
 
 ConfigT = TypeVar("ConfigT", bound=ServiceConfig)
@@ -60,6 +61,8 @@ class ServiceContext(Generic[ConfigT]):
     ca: CAContext | None = None
     ingress_internal: IngressContext | None = None
     ingress_public: IngressContext | None = None
+    ovsdb: OVSDBContext | None = None
+    """The OVN databases (``ovsdb-cms``)."""
     urls: URLs | None = None
     """``None`` for a charm that serves no API."""
 

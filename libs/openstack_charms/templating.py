@@ -11,6 +11,8 @@ section or an interpolation to the file it lands in:
   line breaks or control characters; ``%`` doubled (configparser interpolation).
 - ``uwsgi``: uwsgi ini: no line breaks or control characters, and none of
   ``%``, ``$``, ``@`` (uwsgi expands magic variables, environment and files).
+- ``shell``: shell scripts (``*.sh``): only characters that need no quoting
+  (letters, digits and ``_.:/,=+@[]-``), so a value is one word and runs nothing.
 - ``text``: anything goes (PEM bundles, key files): for values that are the
   whole file, never for files with structure.
 
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 LIBRARY_TEMPLATES = pathlib.Path(__file__).parent / "templates"
 
-Format = Literal["oslo", "pyini", "uwsgi", "text"]
+Format = Literal["oslo", "pyini", "uwsgi", "shell", "text"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -63,10 +65,20 @@ def _uwsgi(value: str) -> str:
     return value
 
 
+_SHELL_WORD = re.compile(r"[\w.:/,=+@\[\]-]*", re.ASCII)
+
+
+def _shell(value: str) -> str:
+    if not _SHELL_WORD.fullmatch(value):
+        raise UnsafeValue("a value holds characters a shell would interpret")
+    return value
+
+
 GUARDS: Mapping[str, Callable[[str], str]] = {
     "oslo": _oslo,
     "pyini": _pyini,
     "uwsgi": _uwsgi,
+    "shell": _shell,
     "text": lambda value: value,
 }
 
@@ -80,6 +92,8 @@ def format_of(path: str) -> Format:
         return "pyini"
     if name.endswith((".conf", ".ini")):
         return "oslo"
+    if name.endswith(".sh"):
+        return "shell"
     raise ValueError(f"no file format known for {path}; pass format= explicitly")
 
 

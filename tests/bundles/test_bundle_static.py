@@ -370,6 +370,8 @@ def test_offer_of_a_missing_endpoint_is_caught(docs: list[dict[str, Any]]):
 
 COMBINATIONS = overlay_combinations()
 API_APPS = ("keystone", "glance", "placement")
+#: what the HA overlay runs three units of: every API, and the OVN raft cluster
+HA_APPS = (*API_APPS, "ovn-central")
 
 
 def overlay_docs(combo: tuple[pathlib.Path, ...]) -> list[dict[str, Any]]:
@@ -406,11 +408,11 @@ def test_tls_overlay_relates_every_api_to_the_ca():
     assert {"traefik-internal:receive-ca-cert", "traefik-public:receive-ca-cert"} <= related
 
 
-def test_ha_overlay_scales_every_api_and_keeps_the_rest():
+def test_ha_overlay_scales_every_api_and_ovn_and_keeps_the_rest():
     plain, ha = _deployed(), _deployed("ha")
     for app, spec in ha["applications"].items():
         expected = (
-            {**plain["applications"][app], "scale": 3} if app in API_APPS else plain["applications"][app]
+            {**plain["applications"][app], "scale": 3} if app in HA_APPS else plain["applications"][app]
         )
         assert spec == expected, app
     assert ha["relations"] == plain["relations"]

@@ -139,14 +139,15 @@ def test_bundle_reaches_active(
                 assert set(relation.remote_units_data) == set(range(scale[relation.remote_app_name])), unit
 
     # the units of an application run the same service: the same files (keystone's fernet and
-    # credential keys included) but for their own certificate and their own pod's name
+    # credential keys included) but for their own certificate and their own pod's name (a file
+    # naming every pod, as OVN's raft members, is the same as it is)
     for app, units in model.units.items():
-        seen: dict[str, dict[tuple[str, str], str]] = {}
+        seen: dict[str, dict[tuple[str, str], tuple[str, str]]] = {}
         for unit in units:
             pod = unit.replace("/", "-") + "."
             state = model.unit_states[unit]
             seen[unit] = {
-                (c.name, path): text.replace(pod, "<pod>.")
+                (c.name, path): (text, text.replace(pod, "<pod>."))
                 for c in state.containers
                 for path, text in pushed_files(state, model.contexts[unit], c.name).items()
                 # the charm's manifest holds digests of every file, the unit's own certificate among them
@@ -155,9 +156,11 @@ def test_bundle_reaches_active(
         leader = seen[units[0]]
         assert leader, app
         for unit in units[1:]:
-            assert seen[unit] == leader, (
-                f"{unit} differs from the leader in {set(seen[unit].items()) ^ set(leader.items())}"
-            )
+            assert set(seen[unit]) == set(leader), f"{unit} has other files than the leader"
+            differ = [
+                k for k, (raw, own) in seen[unit].items() if raw != leader[k][0] and own != leader[k][1]
+            ]
+            assert not differ, f"{unit} differs from the leader in {differ}"
 
     # the identity-service flow really happened: every requirer got a service user in keystone
     users = {name for name, _ in keystone_db.users}
@@ -189,11 +192,13 @@ def test_bundle_reaches_active(
             assert data["internal-auth-url"].startswith(f"{'https' if tls else 'http'}://"), data
             assert data["public-auth-url"].startswith("https://"), data
 
-    # with TLS, every unit serves a certificate of its own, naming its pod
+    # every unit related to the CA serves a certificate of its own, naming its pod (APIs: with TLS)
+    certified = {end.split(":")[0] for r in bundle["relations"] for end in r if end.endswith(":certificates")}
     for unit, state in model.unit_states.items():
         app, number = unit.split("/")
         served = [s for s in state.secrets if s.label == CACHE_LABEL]
-        if not tls:
+        assert (app in certified) == bool(served), unit
+        if not served:
             assert not served, unit
             continue
         assert served, f"{unit} serves no certificate"

@@ -17,7 +17,7 @@ import pytest
 from openstack_charms.sandbox import network
 from openstack_charms.sandbox.cloud import Cloud, read_bundle
 from openstack_charms.sandbox.controller import CLOUD_NAME, access_files, admin_account
-from openstack_charms.sandbox.providers import ensure_haproxy
+from openstack_charms.sandbox.packages import ensure_debian
 from openstack_charms.testing import REPO
 
 #: relations beyond the bundle's: an operator's tool asking keystone for an account
@@ -48,15 +48,17 @@ def venv() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def haproxy() -> None:
-    """Debian's haproxy at its pin, the ingress providers' stand-in."""
-    ensure_haproxy()
+    """Debian's haproxy at its pin, the ingress providers' stand-in, for tests that make their own."""
+    ensure_debian(["haproxy"])
 
 
 @pytest.fixture(scope="session")
-def cloud(tmp_path_factory: pytest.TempPathFactory, venv: pathlib.Path, haproxy: None) -> Iterator[Cloud]:
+def cloud(tmp_path_factory: pytest.TempPathFactory, venv: pathlib.Path) -> Iterator[Cloud]:
+    layout = read_bundle(REPO / "bundles" / "openstack.yaml")
+    # the Debian software standing in for images and charms we do not write, at its pins
+    ensure_debian(layout.packages())
     # pytest's own temporary tree: outside what the containers overlay, and pruned by pytest
     # if a killed run never reached its cleanup
-    layout = read_bundle(REPO / "bundles" / "openstack.yaml")
     cloud = Cloud(tmp_path_factory.mktemp("sandbox"), venv, layout, extra_relations=EXTRA, report=print)
     try:
         cloud.up()

@@ -14,7 +14,12 @@ OVERLAYS = REPO / "bundles" / "overlays"
 
 def test_the_default_bundle_is_our_charms_and_four_stand_ins() -> None:
     layout = read_bundle(BUNDLE)
-    assert layout.apps == {"keystone": "keystone-k8s", "glance": "glance-k8s", "placement": "placement-k8s"}
+    assert layout.apps == {
+        "keystone": "keystone-k8s",
+        "glance": "glance-k8s",
+        "placement": "placement-k8s",
+        "ovn-central": "ovn-central-k8s",
+    }
     assert layout.stand_ins == {
         "mysql": "mysql-k8s",
         "rabbitmq": "rabbitmq-k8s",
@@ -31,7 +36,12 @@ def test_the_default_bundle_is_our_charms_and_four_stand_ins() -> None:
 
 def test_overlays_are_merged_as_juju_merges_them() -> None:
     layout = read_bundle(BUNDLE, [OVERLAYS / "ha.yaml", OVERLAYS / "tls.yaml"])
-    assert {app: layout.scale[app] for app in layout.apps} == {"keystone": 3, "glance": 3, "placement": 3}
+    assert {app: layout.scale[app] for app in layout.apps} == {
+        "keystone": 3,
+        "glance": 3,
+        "placement": 3,
+        "ovn-central": 3,
+    }
     assert layout.tls_proxies == layout.verifying_proxies == {"traefik-public", "traefik-internal"}
     assert ("keystone:certificates", "certificates:certificates") in layout.relations
 

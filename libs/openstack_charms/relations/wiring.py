@@ -105,6 +105,13 @@ def _readiness_requirer(charm: Charm, endpoint: str) -> RelationHandler[Any]:
     return ReadinessRequirer(charm, endpoint)
 
 
+def _ovsdb_cms(charm: Charm, endpoint: str) -> RelationHandler[Any]:
+    from .ovsdb import OVSDBCMSRequirer
+
+    # a machine charm is outside the Kubernetes cluster: it needs the load balancer's address
+    return OVSDBCMSRequirer(charm, endpoint, external=charm.applier_wire is HOST_APPLIER)
+
+
 def _not_an_endpoint(charm: Charm, endpoint: str) -> RelationHandler[Any]:
     raise RuntimeError(f"{endpoint} is an applier, not an endpoint")
 
@@ -146,6 +153,7 @@ TABLE: Mapping[tuple[str, str], Wire] = {
     ("requires", "certificate_transfer"): Wire(
         _ca, (f"{_HERE}.tls", "charmlibs.interfaces.certificate_transfer"), (_CA_LIB,), field="ca"
     ),
+    ("requires", "ovsdb-cms"): Wire(_ovsdb_cms, (f"{_HERE}.ovsdb",), field="ovsdb"),
     ("provides", "placement"): Wire(_readiness_provider, (f"{_HERE}.readiness",)),
     ("requires", "placement"): Wire(_readiness_requirer, (f"{_HERE}.readiness",)),
 }

@@ -95,10 +95,9 @@ def up(
         layout = read_bundle(bundle, overlays)
     except BundleError as e:
         raise Refused(str(e)) from None
-    if "traefik-k8s" in layout.stand_ins.values():
-        from .providers import ensure_haproxy
+    from .packages import ensure_debian
 
-        ensure_haproxy()
+    ensure_debian(layout.packages())
     state.mkdir(parents=True, exist_ok=True)
     (state / "tmp").mkdir(exist_ok=True)
     units = sum(n for app, n in layout.scale.items() if app in layout.apps)

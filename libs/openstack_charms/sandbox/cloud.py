@@ -30,6 +30,7 @@ from ..testing.bundle import deployed
 from ..testing.model import SimulatedModel
 from .containers import CheckChange, Machine, ServiceExited
 from .network import GATEWAY
+from .packages import UnknownImage, image_source
 from .pebble import real_pebble
 from .providers import CA, LIMITS, Ingress, Providers
 
@@ -71,6 +72,12 @@ class Layout:
     #: ingress providers with a certificate (https frontends) / given the CA (verifying https units)
     tls_proxies: frozenset[str] = frozenset()
     verifying_proxies: frozenset[str] = frozenset()
+    #: the Debian packages standing in for our charms' images (see :mod:`.packages`)
+    debian: frozenset[str] = frozenset()
+
+    def packages(self) -> set[str]:
+        """Every Debian package this layout needs on the machine: its images' and its stand-ins'."""
+        return set(self.debian) | ({"haproxy"} if "traefik-k8s" in self.stand_ins.values() else set())
 
     def limits(self) -> list[str]:
         """What the stand-ins cannot do that the charms they stand in for do, one line each."""
@@ -96,6 +103,7 @@ def read_bundle(bundle: pathlib.Path, overlays: Sequence[pathlib.Path] = ()) -> 
         raise BundleError(f"{bundle}: {e}") from None
     apps: dict[str, str] = {}
     stand_ins: dict[str, str] = {}
+    debian: set[str] = set()
     scale: dict[str, int] = {}
     config: dict[str, dict[str, Any]] = {}
     for app, spec in (base.get("applications") or {}).items():
@@ -112,6 +120,8 @@ def read_bundle(bundle: pathlib.Path, overlays: Sequence[pathlib.Path] = ()) -> 
             )
         scale[app] = int(spec.get("scale") or spec.get("num_units") or 1)
         config[app] = dict(spec.get("options") or {})
+        if ours:
+            debian.update(_image_packages(app, ours, spec.get("resources") or {}))
     relations: list[tuple[str, str]] = []
     tls: set[str] = set()
     verifying: set[str] = set()
@@ -144,7 +154,24 @@ def read_bundle(bundle: pathlib.Path, overlays: Sequence[pathlib.Path] = ()) -> 
             other = (b if end == a else a).split(":")[0]
             if other in stand_ins:
                 _check_answered(apps[app], endpoint, other, stand_ins[other])
-    return Layout(apps, stand_ins, relations, scale, config, frozenset(tls), frozenset(verifying))
+    return Layout(
+        apps, stand_ins, relations, scale, config, frozenset(tls), frozenset(verifying), frozenset(debian)
+    )
+
+
+def _image_packages(app: str, charm: str, resources: dict[str, Any]) -> set[str]:
+    """The Debian packages standing in for every image ``app`` runs (the bundle's, else the charm's)."""
+    meta = merged_charmcraft(charm)
+    packages: set[str] = set()
+    for name, spec in (meta.get("resources") or {}).items():
+        if spec.get("type") != "oci-image":
+            continue
+        image = str(resources.get(name) or spec.get("upstream-source") or "")
+        try:
+            packages.update(image_source(image).debian)
+        except UnknownImage as e:
+            raise BundleError(f"application {app!r} ({charm}), resource {name}: {e}") from None
+    return packages
 
 
 def _check_answered(charm: str, endpoint: str, other: str, other_charm: str) -> None:
@@ -258,6 +285,8 @@ class Cloud:
                     self.machine.add_container(unit, name, container_storages(spec))
                     for path, source in IMAGE_FILES.get((charm, name), {}).items():
                         self.machine.provide_image_files(unit, name, {path: self.venv / source})
+                self._bind(unit, charm)
+        self.machine.write_hosts({self.machine.address(u): [self.pod_name(u)] for u in self.machine.networks})
         try:
             self.first_hooks()
             self.model.settle(max_rounds, between_rounds=self._between_rounds, until_active=True)
@@ -268,6 +297,28 @@ class Cloud:
         except (AssertionError, TimeoutError) as e:
             units = {u: self.describe(u) for u, s in self.model.unit_statuses().items() if s.name != "active"}
             raise NotConverged(str(e).splitlines()[0], units) from None
+
+    def pod_name(self, unit: str) -> str:
+        """A unit's name under its application's headless service, as Kubernetes' DNS answers it."""
+        app = unit.split("/")[0]
+        return f"{unit.replace('/', '-')}.{app}-endpoints.{self.model.model_name}.svc.cluster.local"
+
+    def _bind(self, unit: str, charm: str) -> None:
+        """Every endpoint of the unit bound to its pod's address, as ``network-get`` answers in a pod."""
+        meta = merged_charmcraft(charm)
+        address = self.machine.address(unit)
+        endpoints = [e for kind in ("requires", "provides", "peers") for e in meta.get(kind) or {}]
+        networks = {
+            testing.Network(
+                endpoint,
+                [testing.BindAddress([testing.Address(address)], interface_name="eth0")],
+                ingress_addresses=[address],
+                egress_subnets=[f"{address}/32"],
+            )
+            for endpoint in endpoints
+        }
+        state = self.model.unit_states[unit]
+        self.model.unit_states[unit] = dataclasses.replace(state, networks=frozenset(networks))
 
     def _between_rounds(self) -> None:
         # time passes between hooks: the services started come up, Pebble's checks see them

@@ -35,7 +35,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ops import pebble
@@ -315,6 +315,17 @@ class Machine:
         """Put in a container what its image ships outside its venv (path in the image -> source)."""
         for path, source in files.items():
             shutil.copytree(source, self.path(unit, container, path), dirs_exist_ok=True)
+
+    def write_hosts(self, names: Mapping[str, Sequence[str]]) -> None:
+        """Every container's /etc/hosts: localhost, then each address with its names (the cluster's DNS)."""
+        lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
+        lines += [f"{address} {' '.join(hostnames)}" for address, hostnames in names.items()]
+        content = "\n".join(lines) + "\n"
+        for container in self.containers.values():
+            target = container.path("/etc/hosts")
+            target.unlink(missing_ok=True)
+            target.write_text(content)
+            target.chmod(0o644)
 
     def remove(self, key: ContainerKey, path: str, *, recursive: bool) -> None:
         """Remove a path as Pebble would."""

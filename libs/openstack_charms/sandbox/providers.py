@@ -22,7 +22,6 @@ import dataclasses
 import datetime
 import io
 import json
-import os
 import pathlib
 import secrets
 import socket
@@ -55,55 +54,7 @@ LIMITS = {
 
 # -- ingress: HAProxy in front of every unit ------------------------------------------
 
-#: Debian bookworm's haproxy (from its security archive); an update replacing it there moves this pin
-HAPROXY_PIN = "2.6.12-1+deb12u4"
 HAPROXY = "/usr/sbin/haproxy"
-
-
-def _dpkg_version(package: str) -> str | None:
-    done = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Status} ${Version}", package],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    status, _, version = done.stdout.rpartition(" ")
-    return version if status.endswith(" installed") else None
-
-
-def ensure_haproxy() -> None:
-    """Install Debian's haproxy at its pin, unless it is; it stays, as the OpenStack venv does.
-
-    apt-get runs in the machine's network namespace (the archive is not reachable
-    from the sandbox's), refreshing the package lists once if they do not know
-    the pin. Without systemd, the package's postinst may start its own daemon
-    through the init script: that one is stopped, the tests run their own.
-    """
-    if _dpkg_version("haproxy") == HAPROXY_PIN:
-        return
-    fresh = _dpkg_version("haproxy") is None
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    apt = ["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout=600"]
-    madison = subprocess.run(["apt-cache", "madison", "haproxy"], capture_output=True, text=True, check=False)
-    if f" {HAPROXY_PIN} " not in madison.stdout:
-        subprocess.run(host_command(*apt, "update"), env=env, capture_output=True, check=True, timeout=600)
-    done = subprocess.run(
-        host_command(
-            *apt, "install", "--no-install-recommends", "--allow-downgrades", f"haproxy={HAPROXY_PIN}"
-        ),
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-        stdin=subprocess.DEVNULL,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"apt-get install haproxy={HAPROXY_PIN}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
-        )
-    if fresh and os.path.exists("/run/haproxy.pid"):
-        subprocess.run(["/etc/init.d/haproxy", "stop"], capture_output=True, check=False, timeout=60)
 
 
 @dataclasses.dataclass(frozen=True)

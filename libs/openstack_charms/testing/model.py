@@ -108,6 +108,7 @@ class SimulatedModel:
         observer: Callable[[str, str, testing.State], None] | None = None,
     ) -> None:
         self.apps = dict(apps)
+        self.model_name = model
         #: told of every hook run: (unit, hook, the state it left)
         self.observer = observer
         #: hooks run, by unit

@@ -269,3 +269,41 @@ def signing_fixture(
 def _signed(csr_pem: str) -> str:
     # a provider keeps what it issued: the same request keeps its certificate
     return sign(csr_pem)
+
+
+OVN_CENTRAL_ADDRESSES = ("10.1.0.31", "10.1.0.32", "10.1.0.33")
+
+
+def ovsdb_cms_fixture(
+    endpoint: str = "ovsdb-cms",
+    *,
+    remote_app: str = "ovn-central",
+    addresses: Iterable[str] = OVN_CENTRAL_ADDRESSES,
+    loadbalancer: str | None = None,
+    protocol: str | None = None,
+    relation_id: int | None = None,
+) -> RelationFixture:
+    """Return an ``ovsdb-cms`` relation where every provider unit said where it serves.
+
+    With ``loadbalancer``, the provider is ovn-relay with its LoadBalancer
+    address (what machine charms wait for); ``protocol="tcp"`` is a unit
+    serving without certificates (our providers' one addition to the format).
+    """
+    units = {}
+    for n, address in enumerate(addresses):
+        data = {
+            "bound-hostname": f"{remote_app}-{n}.{remote_app}-endpoints.{MODEL}.svc.cluster.local",
+            "bound-address": address,
+            "ingress-bound-address": address,
+        }
+        if protocol:
+            data["protocol"] = protocol
+        units[n] = data
+    relation = testing.Relation(
+        endpoint,
+        interface="ovsdb-cms",
+        remote_app_name=remote_app,
+        remote_app_data={"loadbalancer-address": loadbalancer} if loadbalancer else {},
+        remote_units_data=units,
+    )
+    return RelationFixture(_with_id(relation, relation_id))
