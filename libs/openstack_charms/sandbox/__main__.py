@@ -3,6 +3,7 @@
     up [BUNDLE] [--overlay FILE ...] [--seed N]   deploy (default bundles/openstack.yaml), wait until active
     status                                        every unit: workload status, message, address
     run UNIT ACTION [KEY=VALUE ...]               run a charm action, print its results
+    exec UNIT CONTAINER -- COMMAND ...            run a command in a unit's container, as root
     down                                          stop everything, remove every file, database, user, vhost
 
 ``--state DIR`` (default ``$SANDBOX_STATE`` or ``./.sandbox``) holds everything
@@ -241,6 +242,22 @@ def run_action(state: pathlib.Path, unit: str, action: str, params: Sequence[str
     return 0
 
 
+def execute(state: pathlib.Path, unit: str, container: str, argv: Sequence[str]) -> int:
+    """A command in a unit's container (``juju ssh --container``); its output, and its exit code."""
+    _running(state)
+    if not argv:
+        raise Refused("exec needs a command: exec UNIT CONTAINER -- COMMAND ...")
+    answer = controller.ask(
+        state, {"command": "exec", "unit": unit, "container": container, "argv": list(argv)}
+    )
+    if not answer.get("ok"):
+        print(f"sandbox: {answer.get('error')}", file=sys.stderr)
+        return 1
+    sys.stdout.write(answer["stdout"])
+    sys.stderr.write(answer["stderr"])
+    return int(answer["code"])
+
+
 def _leftover_processes(state: pathlib.Path) -> list[int]:
     """Processes of this sandbox (they carry its marker), in case its controller died."""
     marker = f"{MARKER}={state / 'units'}".encode()
@@ -311,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("unit")
     run.add_argument("action")
     run.add_argument("params", nargs="*")
+    execute_ = commands.add_parser("exec", help="run a command in a unit's container")
+    execute_.add_argument("unit")
+    execute_.add_argument("container")
+    execute_.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     state = args.state.absolute()
     if args.command == "up":
@@ -324,6 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status(state)
     if args.command == "run":
         return run_action(state, args.unit, args.action, args.params)
+    if args.command == "exec":
+        return execute(
+            state, args.unit, args.container, args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        )
     return down(state)
 
 

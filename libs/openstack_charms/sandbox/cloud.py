@@ -407,6 +407,22 @@ class Cloud:
         """Run a charm action on a unit (an application: its leader); its results."""
         return self.model.run_action(unit, action, **dict(params or {}))
 
+    def execute(
+        self, unit: str, container: str, argv: list[str], timeout: float = 300
+    ) -> tuple[int, str, str]:
+        """A command in a unit's container, as root (``juju ssh --container``): exit code, stdout, stderr."""
+        if (unit, container) not in self.machine.containers:
+            raise LookupError(f"{unit} has no container {container!r}")
+        return self.machine.run(
+            (unit, container),
+            argv,
+            environment=None,
+            user=None,
+            group=None,
+            timeout=timeout,
+            working_dir=None,
+        )
+
     def statuses(self) -> list[UnitStatus]:
         """Every unit's status and address, then the stand-ins."""
         rows = []

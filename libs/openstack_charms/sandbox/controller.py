@@ -169,6 +169,11 @@ def _answer(cloud: Cloud, request: Mapping[str, Any]) -> dict[str, Any]:
                 str(request["unit"]), str(request["action"]), request.get("params") or {}
             )
             return {"ok": True, "results": results}
+        if command == "exec":
+            code, out, err = cloud.execute(
+                str(request["unit"]), str(request["container"]), [str(a) for a in request["argv"]]
+            )
+            return {"ok": True, "code": code, "stdout": out, "stderr": err}
     except Exception as e:
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
     return {"ok": False, "error": f"unknown command {command!r}"}

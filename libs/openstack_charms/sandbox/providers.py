@@ -36,7 +36,7 @@ from ..testing import RelationFixture
 from ..testing.model import Link
 from ..testing.relations import amqp_fixture, database_fixture, ingress_fixture
 from .containers import Machine
-from .network import BRIDGE, GATEWAY, frontend_address, host_command, ip
+from .network import BRIDGE, GATEWAY, MARIADB_SOCKET, frontend_address, host_command, ip
 
 #: the account an operator's tool asks keystone for over identity-credentials
 CREDENTIALS_USER = "sandbox-operator"
@@ -492,9 +492,9 @@ def rabbitmqctl(*argv: str, check: bool = True) -> str:
 
 
 def mariadb(sql: str) -> str:
-    """Run SQL as MariaDB's root (through the gateway's forwarder: the same from a unit's network)."""
+    """Run SQL as MariaDB's root, on its socket: the same from the sandbox's network and the machine's."""
     done = subprocess.run(
-        ["mariadb", "-h", GATEWAY, "-P", "3306", "-uroot", "-N", "-e", sql],
+        ["mariadb", f"--socket={MARIADB_SOCKET}", "-uroot", "-N", "-e", sql],
         capture_output=True,
         text=True,
         timeout=60,
