@@ -218,10 +218,53 @@ def test_three_keystones_behind_haproxy_survive_one_that_hangs(state: pathlib.Pa
     assert not pathlib.Path(f"/proc/{hung}").exists()
     token = json.loads(client(openstack, "--os-cloud", "sandbox", "token", "issue", "-f", "json"))
     assert token["id"]
+    _three_ovn_centrals_keep_answering_with_one_stopped(state)
     what = made(state)
     down = sandbox(state, "down", timeout=300)
     assert down.returncode == 0
     assert_nothing_left(state, what)
+
+
+#: an OVN client in an ovn-central container, with that unit's certificate
+OVN_TLS = ("-p", "/etc/ovn/tls/key.pem", "-c", "/etc/ovn/tls/cert.pem", "-C", "/etc/ovn/tls/ca.pem")
+
+
+def _nbctl(state: pathlib.Path, unit: str, db: str, *argv: str) -> str:
+    done = sandbox(state, "exec", unit, "ovn-nb-db-server", "--", "ovn-nbctl", f"--db={db}", *OVN_TLS, *argv)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _three_ovn_centrals_keep_answering_with_one_stopped(state: pathlib.Path) -> None:
+    done = sandbox(state, "status", timeout=120)
+    addresses = {
+        fields[1]: fields[3]
+        for line in done.stdout.splitlines()[1:]
+        if (fields := line.split())[1].startswith("ovn-central/")
+    }
+    assert list(addresses) == ["ovn-central/0", "ovn-central/1", "ovn-central/2"]
+    cluster = ",".join(f"ssl:{a}:6641" for a in addresses.values())
+    _nbctl(state, "ovn-central/0", cluster, "ls-add", "ha-net")
+    # one raft cluster: what was written through the leader is read on every member
+    for unit, address in addresses.items():
+        assert "ha-net" in _nbctl(state, unit, f"ssl:{address}:6641", "--no-leader-only", "show"), unit
+    # ovn-central/2's Northbound server hangs: the unit says which check fails, the other two
+    # still hold the majority and take writes
+    hung = _uwsgi_master(state, "ovn-central/2", "ovn-nb-db-server", "ovn-nb-db-server")
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        status = _wait_for(state, "ovn-central/2", r"^waiting ovn-nb-db-server-connected failing", 120)
+        print(f"ovn-central/2 while its NB server is stopped: {status}")
+        survivors = ",".join(f"ssl:{addresses[u]}:6641" for u in ("ovn-central/0", "ovn-central/1"))
+        _nbctl(state, "ovn-central/1", survivors, "ls-add", "ha-net-2")
+    finally:
+        os.kill(hung, signal.SIGCONT)
+    _wait_for(state, "ovn-central/2", r"^active", 120)
+    # the member that was away caught up
+    shown = _nbctl(
+        state, "ovn-central/2", f"ssl:{addresses['ovn-central/2']}:6641", "--no-leader-only", "show"
+    )
+    assert "ha-net-2" in shown
 
 
 def test_with_the_tls_overlay_every_catalog_url_is_https_and_verified(state: pathlib.Path) -> None:
