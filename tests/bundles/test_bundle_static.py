@@ -369,7 +369,7 @@ def test_offer_of_a_missing_endpoint_is_caught(docs: list[dict[str, Any]]):
 # -- overlays -------------------------------------------------------------------------
 
 COMBINATIONS = overlay_combinations()
-API_APPS = ("keystone", "glance", "placement")
+API_APPS = ("keystone", "glance", "placement", "neutron")
 #: what the HA overlay runs three units of: every API, and the OVN raft cluster
 HA_APPS = (*API_APPS, "ovn-central")
 

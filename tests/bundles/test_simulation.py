@@ -144,10 +144,10 @@ def test_bundle_reaches_active(
     for app, units in model.units.items():
         seen: dict[str, dict[tuple[str, str], tuple[str, str]]] = {}
         for unit in units:
-            pod = unit.replace("/", "-") + "."
+            pod = re.compile(rf"\b{re.escape(unit.replace('/', '-'))}\b")
             state = model.unit_states[unit]
             seen[unit] = {
-                (c.name, path): (text, text.replace(pod, "<pod>."))
+                (c.name, path): (text, pod.sub("<pod>", text))
                 for c in state.containers
                 for path, text in pushed_files(state, model.contexts[unit], c.name).items()
                 # the charm's manifest holds digests of every file, the unit's own certificate among them
@@ -174,7 +174,7 @@ def test_bundle_reaches_active(
 
     expected = {
         (interface, f"{scheme(proxy)}://{INGRESS_ADDRESSES[endpoint]}/{MODEL}-{app}")
-        for app in ("glance", "placement")
+        for app in ("glance", "placement", "neutron")
         for interface, endpoint, proxy in (
             ("public", "ingress-public", "traefik-public"),
             ("internal", "ingress-internal", "traefik-internal"),

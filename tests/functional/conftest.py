@@ -81,3 +81,22 @@ def admin(cloud: Cloud, venv: pathlib.Path) -> dict[str, Any]:
     assert cloud.ca is not None
     os.environ["SSL_CERT_FILE"] = str(cloud.ca.cert_path)
     return {"results": results, "clouds_yaml": pathlib.Path(access["clouds_yaml"]), "cloud": CLOUD_NAME}
+
+
+@pytest.fixture(scope="session")
+def external_network(venv: pathlib.Path, admin: dict[str, Any]) -> dict[str, Any]:
+    """The cloud's external network, as an operator makes it: flat on ``physnet1``, with a subnet."""
+    from clients import openstack_json
+
+    def osc(*args: str) -> Any:
+        return openstack_json(venv, admin["clouds_yaml"], admin["cloud"], *args, timeout=120)
+
+    network = osc(
+        "network", "create", "--external", "--provider-network-type", "flat",
+        "--provider-physical-network", "physnet1", "ext-net",
+    )  # fmt: skip
+    subnet = osc(
+        "subnet", "create", "--network", "ext-net", "--subnet-range", "203.0.113.0/24", "--no-dhcp",
+        "--gateway", "203.0.113.1", "ext-subnet",
+    )  # fmt: skip
+    return {"network": network, "subnet": subnet}

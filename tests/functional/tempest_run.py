@@ -19,15 +19,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Identity and image API tests tagged smoke, e.g.
+# Identity, image and network API tests tagged smoke, e.g.
 # tempest.api.image.v2.test_versions.VersionsTest.test_list_versions[id-...,smoke]
-SMOKE_REGEX = r"^tempest\.api\.(identity|image)\..*\[.*\bsmoke\b.*\]"
+SMOKE_REGEX = r"^tempest\.api\.(identity|image|network)\..*\[.*\bsmoke\b.*\]"
 
 # Services the cloud under test does (not) run; keystone needs no flag.
 DEFAULT_SERVICES: Mapping[str, bool] = {
     "glance": True,
     "nova": False,
-    "neutron": False,
+    "neutron": True,
     "cinder": False,
     "swift": False,
     "horizon": False,
@@ -116,6 +116,7 @@ def write_tempest_conf(
         },
         "image-feature-enabled": {"manage_locations": "false", "http_store_enabled": "false"},
         "placement": {"region": region, "endpoint_type": endpoint_type},
+        "network": {"region": region, "endpoint_type": endpoint_type},
         "service_available": {name: "true" if up else "false" for name, up in svc.items()},
         "validation": {"run_validation": "false"},
         "service-clients": {"http_timeout": str(http_timeout)},

@@ -19,6 +19,7 @@ def test_the_default_bundle_is_our_charms_and_four_stand_ins() -> None:
         "glance": "glance-k8s",
         "placement": "placement-k8s",
         "ovn-central": "ovn-central-k8s",
+        "neutron": "neutron-k8s",
     }
     assert layout.stand_ins == {
         "mysql": "mysql-k8s",
@@ -27,8 +28,9 @@ def test_the_default_bundle_is_our_charms_and_four_stand_ins() -> None:
         "traefik-internal": "traefik-k8s",
         "certificates": "self-signed-certificates",
     }
-    # traefik-public has a certificate in the base bundle, nobody verifies units against the CA yet
-    assert layout.tls_proxies == {"traefik-public"} and layout.verifying_proxies == frozenset()
+    # traefik-public has a certificate in the base bundle; both verify https units against the CA
+    assert layout.tls_proxies == {"traefik-public"}
+    assert layout.verifying_proxies == {"traefik-public", "traefik-internal"}
     assert ("glance:identity-service", "keystone:identity-service") in layout.relations
     assert not [r for r in layout.relations if r[0].startswith("traefik-public:")]
     assert len(layout.limits()) == 4
@@ -41,6 +43,7 @@ def test_overlays_are_merged_as_juju_merges_them() -> None:
         "glance": 3,
         "placement": 3,
         "ovn-central": 3,
+        "neutron": 3,
     }
     assert layout.tls_proxies == layout.verifying_proxies == {"traefik-public", "traefik-internal"}
     assert ("keystone:certificates", "certificates:certificates") in layout.relations

@@ -371,8 +371,11 @@ def _fixtures() -> dict[str, Callable[[str, str | None], RelationFixture]]:
         "tls-certificates": lambda endpoint, _app: certificates_fixture(endpoint=endpoint),
         "certificate_transfer": lambda endpoint, _app: ca_fixture(endpoint=endpoint),
         "placement": lambda endpoint, _app: readiness_fixture(endpoint=endpoint),
-        # as ovn-relay leaves it: what machine charms wait for is there too
-        "ovsdb-cms": lambda endpoint, _app: ovsdb_cms_fixture(endpoint=endpoint, loadbalancer="10.27.5.1"),
+        # as ovn-relay leaves it (what machine charms wait for is there too), serving plain TCP so
+        # that a charm's mandatory relations are enough (TLS needs its certificates relation too)
+        "ovsdb-cms": lambda endpoint, _app: ovsdb_cms_fixture(
+            endpoint=endpoint, loadbalancer="10.27.5.1", protocol="tcp"
+        ),
     }
 
 
