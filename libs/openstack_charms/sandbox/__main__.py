@@ -108,6 +108,13 @@ def up(
     )
     for limit in layout.limits():
         print(f"  stand-in: {limit}")
+    from .packages import DEBIAN_PINS
+
+    debian = ", ".join(f"{p} {DEBIAN_PINS[p]}" for p in sorted(layout.debian))
+    print(
+        f"  images: none pulled; the OpenStack services from {venv}"
+        + (f", Debian {debian}" if debian else "")
+    )
     argv = [
         sys.executable,
         "-m",
