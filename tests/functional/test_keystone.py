@@ -17,8 +17,20 @@ def test_every_charm_is_active_with_its_real_services(cloud: Cloud) -> None:
         "keystone": "active",
         "glance": "active",
         "placement": "active",
+        "ovn-central": "active",
+        "neutron": "active",
     }
-    assert {name for _, name in cloud.machine.processes} == {"keystone-api", "glance-api", "placement-api"}
+    assert {name for _, name in cloud.machine.processes} == {
+        "keystone-api",
+        "glance-api",
+        "placement-api",
+        "ovn-nb-db-server",
+        "ovn-sb-db-server",
+        "ovn-northd",
+        "neutron-api",
+        "neutron-periodic-workers",
+        "neutron-ovn-maintenance-worker",
+    }
 
 
 def test_token_issue_with_the_clouds_yaml_of_get_admin_account(

@@ -104,7 +104,9 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
     up = sandbox(state, "up")
     assert up.returncode == 0
     assert "every unit is active: converged in" in up.stdout
-    assert re.search(r"hooks run: glance \d+, keystone \d+, placement \d+", up.stdout)
+    assert re.search(
+        r"hooks run: glance \d+, keystone \d+, neutron \d+, ovn-central \d+, placement \d+", up.stdout
+    )
     assert "stand-in: mysql (mysql-k8s)" in up.stdout
     # the command as printed
     printed = re.search(r"^\s+(\S+/bin/openstack) --os-cloud sandbox token issue$", up.stdout, re.M)
@@ -113,10 +115,10 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
     token = json.loads(client(openstack, "--os-cloud", "sandbox", "token", "issue", "-f", "json"))
     assert token["project_id"]
     catalog = json.loads(client(openstack, "--os-cloud", "sandbox", "catalog", "list", "-f", "json"))
-    assert {entry["Type"] for entry in catalog} == {"identity", "image", "placement"}
+    assert {entry["Type"] for entry in catalog} == {"identity", "image", "placement", "network"}
     # traefik-public has a certificate from the sandbox's CA, which the clouds.yaml trusts
     public = [e["url"] for entry in catalog for e in entry["Endpoints"] if e["interface"] == "public"]
-    assert len(public) == 3 and all(url.startswith("https://") for url in public), public
+    assert len(public) == 4 and all(url.startswith("https://") for url in public), public
     image = tmp_path / "image.raw"
     image.write_bytes(os.urandom(1 << 20))
     created = json.loads(
@@ -156,7 +158,7 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
     assert again.returncode != 0 and "already up" in again.stderr
     assert [p for p in SERVICE_PATHS if os.path.lexists(p)] == []
     what = made(state)
-    assert sorted(n for n, _ in what["databases"]) == ["glance", "keystone", "placement"]
+    assert sorted(n for n, _ in what["databases"]) == ["glance", "keystone", "neutron", "placement"]
     down = sandbox(state, "down", timeout=300)
     assert down.returncode == 0
     assert_nothing_left(state, what)
@@ -273,7 +275,7 @@ def test_with_the_tls_overlay_every_catalog_url_is_https_and_verified(state: pat
     openstack = str(state / "bin" / "openstack")
     catalog = json.loads(client(openstack, "--os-cloud", "sandbox", "catalog", "list", "-f", "json"))
     urls = [e["url"] for entry in catalog for e in entry["Endpoints"]]
-    assert len(urls) == 9 and all(url.startswith("https://") for url in urls), urls
+    assert len(urls) == 12 and all(url.startswith("https://") for url in urls), urls
     # the units serve https themselves: Pebble's checks (curl against the unit's CA) found them up
     assert all(s == "active" for s, _ in statuses(state).values())
     # the client verifies: without the sandbox's CA the same cloud is refused
