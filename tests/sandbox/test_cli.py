@@ -144,12 +144,30 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
         "keystone/0": "active",
         "glance/0": "active",
         "placement/0": "active",
+        "ovn-central/0": "active",
+        "neutron/0": "active",
         "mysql/0": "active",
         "rabbitmq/0": "active",
         "traefik-public/0": "active",
         "traefik-internal/0": "active",
         "certificates/0": "active",
     }
+    # an operator's shell in a unit's container: its exit code and output come back
+    northd = sandbox(
+        state,
+        "exec",
+        "ovn-central/0",
+        "ovn-northd",
+        "--",
+        "ovn-appctl",
+        "-t",
+        "/run/ovn/ovn-northd.ctl",
+        "status",
+    )
+    assert northd.returncode == 0 and northd.stdout == "Status: active\n"
+    assert sandbox(state, "exec", "ovn-central/0", "ovn-northd", "--", "false").returncode == 1
+    missing = sandbox(state, "exec", "ovn-central/0", "no-such-container", "--", "true")
+    assert missing.returncode == 1 and "ovn-central/0 has no container 'no-such-container'" in missing.stderr
     password = sandbox(state, "run", "keystone/0", "get-admin-password")
     assert password.returncode == 0 and re.fullmatch(r"password: \S{16,}\n", password.stdout)
     refused = sandbox(state, "run", "keystone/0", "no-such-action")
