@@ -83,12 +83,14 @@ class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
         """
         import ipaddress
 
+        from .relations.ingress import unit_host
+
         app, model = self.app.name, self.model.name
         common_name = f"{app}.{model}.svc"
         names = [
             common_name,
             f"{common_name}.cluster.local",
-            f"{self.unit.name.replace('/', '-')}.{app}-endpoints.{model}.svc.cluster.local",
+            unit_host(self.unit.name, app, model),
         ]
         for endpoint in wiring.INGRESS_ENDPOINTS:
             ingress = self._ingress(endpoint)

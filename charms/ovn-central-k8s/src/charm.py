@@ -38,6 +38,7 @@ from openstack_charms import (
     Workload,
 )
 from openstack_charms.plan import Service
+from openstack_charms.relations.ingress import unit_host
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class OVNCentralCharm(K8sCharm[ServiceConfig, OVNContext]):
 
     def hostname(self, unit: str) -> str:
         """A unit's pod name under the application's headless service (stable across pod restarts)."""
-        return f"{unit.replace('/', '-')}.{self.app.name}-endpoints.{self.model.name}.svc.cluster.local"
+        return unit_host(unit, self.app.name, self.model.name)
 
     def peer_units(self) -> list[str]:
         """Every unit of the application this unit knows of, itself included, in unit order."""

@@ -96,7 +96,7 @@ def up(
         layout = read_bundle(bundle, overlays)
     except BundleError as e:
         raise Refused(str(e)) from None
-    from .packages import ensure_debian
+    from .packages import DEBIAN_PINS, ensure_debian
 
     ensure_debian(layout.packages())
     state.mkdir(parents=True, exist_ok=True)
@@ -108,8 +108,6 @@ def up(
     )
     for limit in layout.limits():
         print(f"  stand-in: {limit}")
-    from .packages import DEBIAN_PINS
-
     debian = ", ".join(f"{p} {DEBIAN_PINS[p]}" for p in sorted(layout.debian))
     print(
         f"  images: none pulled; the OpenStack services from {venv}"

@@ -300,8 +300,9 @@ class Cloud:
 
     def pod_name(self, unit: str) -> str:
         """A unit's name under its application's headless service, as Kubernetes' DNS answers it."""
-        app = unit.split("/")[0]
-        return f"{unit.replace('/', '-')}.{app}-endpoints.{self.model.model_name}.svc.cluster.local"
+        from ..relations.ingress import unit_host
+
+        return unit_host(unit, unit.split("/")[0], self.model.model_name)
 
     def _bind(self, unit: str, charm: str) -> None:
         """Every endpoint of the unit bound to its pod's address, as ``network-get`` answers in a pod."""
