@@ -5,8 +5,12 @@ service's unit file (the charm's under ``/etc/systemd/system``, else the
 package's) with its drop-ins, and runs exactly what it declares: ``ExecStart``
 and its neighbours as ``User=``/``Group=``, with its environment, working
 directory, umask and runtime directories, keeping a pid file; stop sends the
-unit's kill signal and waits as systemd would. Imported only where systemd
-does not run.
+unit's kill signal and waits as systemd would. The units a service
+``Requires=`` or ``Wants=`` start before it, and those ``PartOf=`` it stop and
+restart with it, as packages that split a daemon in several units (Open
+vSwitch, OVN) need. Imported only where systemd does not run; ``python -m
+openstack_charms.units`` runs one operation, in whatever namespaces it is
+started in (the sandbox's machines).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import os
 import pathlib
 import re
+import secrets
 import shlex
 import signal
 import subprocess
@@ -54,6 +59,8 @@ _DIRECTORY_ROOTS = {
 }
 #: service types whose main process is the one ExecStart starts
 _FOREGROUND = frozenset({"simple", "exec", "notify", "notify-reload", "idle", "dbus"})
+#: [Unit] dependencies followed (space-separated unit names; only services are started)
+_DEPENDENCIES = ("Requires", "Wants", "BindsTo", "PartOf")
 
 
 @dataclasses.dataclass
@@ -63,6 +70,8 @@ class Unit:
     name: str
     path: str
     settings: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: the [Unit] dependencies: Requires, Wants, BindsTo, PartOf -> unit names
+    depends: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def get(self, key: str, default: str = "") -> str:
         """The last value of a setting."""
@@ -118,6 +127,9 @@ def load_unit(name: str, unit_path: Iterable[str] = UNIT_PATH) -> Unit:
         with open(source) as handle:
             text = handle.read()
         for section, key, value in _unit_lines(text):
+            if section == "Unit" and key in _DEPENDENCIES:
+                names = value.split()
+                unit.depends[key] = [*unit.depends.get(key, []), *names] if names else []
             if section != "Service":
                 continue
             if key in _LIST_KEYS:
@@ -265,24 +277,42 @@ class ProcessServices:
     ``User=``/``Group=`` (and that user's groups), in its ``WorkingDirectory=``
     with its ``Environment=``/``EnvironmentFile=`` and systemd's variable and
     specifier expansion, after making its ``RuntimeDirectory=`` and alike. The
-    main process gets a session of its own, its output goes to
-    ``state_dir/<name>.log``, and its pid (with its start time, against pid
-    reuse) to ``state_dir/<name>.pid``. Stop sends ``KillSignal=`` (SIGTERM)
-    to the process (``KillMode=process``) or its process group, waits
+    units it ``Requires=``, ``BindsTo=`` or ``Wants=`` start first (a wanted
+    one may fail); those ``PartOf=`` or ``BindsTo=`` it stop before it and
+    restart with it. The main process gets a session of its own and, as
+    systemd gives every service, an ``INVOCATION_ID``: the processes carrying
+    it are the service's "cgroup" (a ``Type=forking`` unit without
+    ``PIDFile=`` has the oldest of them as its main process, as systemd
+    guesses it). Its output goes to ``state_dir/<name>.log``, and its pid (with
+    its start time, against pid reuse) to ``state_dir/<name>.pid``; a
+    ``Type=oneshot`` unit runs to its end and, with ``RemainAfterExit=``, is
+    active until stopped (``state_dir/<name>.active``). Stop runs
+    ``ExecStop=``, then sends ``KillSignal=`` (SIGTERM) to the process
+    (``KillMode=process``) or all of the service's processes, waits
     ``TimeoutStopSec=`` (at most 90 s) then kills. Sandboxing settings
-    (``PrivateDevices=``, ...) and ``Restart=`` are not emulated; ``Type=forking``
-    needs ``PIDFile=``; ``Type=oneshot`` is refused.
+    (``PrivateDevices=``, ...), ordering (``After=``: dependencies simply start
+    first) and ``Restart=`` are not emulated.
     """
 
     #: how long a started main process must live for its start to count
     SETTLE = 0.3
 
-    def __init__(self, state_dir: str | os.PathLike[str], unit_path: Iterable[str] = UNIT_PATH) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        unit_path: Iterable[str] = UNIT_PATH,
+        default_environment: Mapping[str, str] | None = None,
+    ) -> None:
         self.state_dir = pathlib.Path(state_dir)
         self.unit_path = tuple(unit_path)
+        #: what every service's environment starts with (systemd's ``DefaultEnvironment=``)
+        self.default_environment = dict(default_environment or {})
 
     def _pid_path(self, name: str) -> pathlib.Path:
         return self.state_dir / f"{name}.pid"
+
+    def _active_path(self, name: str) -> pathlib.Path:
+        return self.state_dir / f"{name}.active"
 
     def _log(self, name: str) -> IO[bytes]:
         # a service's output may hold what its configuration holds: readable by root only
@@ -290,32 +320,63 @@ class ProcessServices:
             os.open(self.state_dir / f"{name}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab"
         )
 
-    def pid(self, name: str) -> int | None:
-        """The main process of the service, if it runs."""
+    def _recorded(self, name: str) -> dict[str, Any] | None:
         try:
             recorded = json.loads(self._pid_path(name).read_text())
-            pid, started = int(recorded["pid"]), recorded["start"]
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+        except (FileNotFoundError, ValueError):
+            return None
+        return recorded if isinstance(recorded, dict) else None
+
+    def pid(self, name: str) -> int | None:
+        """The main process of the service, if it runs."""
+        recorded = self._recorded(name)
+        try:
+            pid, started = int(recorded["pid"]), recorded["start"]  # type: ignore[index]
+        except (KeyError, TypeError, ValueError):
             return None
         return pid if _start_time(pid) == started else None
 
     def running(self, name: str) -> bool:
-        return self.pid(name) is not None
+        return self.pid(name) is not None or self._active_path(name).exists()
+
+    def started(self) -> list[str]:
+        """Every service this manager started that has not been stopped since."""
+        found = {p.stem for p in self.state_dir.glob("*.pid")} | {
+            p.stem for p in self.state_dir.glob("*.active")
+        }
+        return sorted(n for n in found if self.running(n))
 
     def daemon_reload(self) -> None:
         """Nothing to do: the unit file is read at every start."""
 
     def start(self, name: str) -> None:
+        self._start(name, frozenset())
+
+    def _start(self, name: str, starting: frozenset[str]) -> None:
         if self.running(name):
             return
         unit = load_unit(name, self.unit_path)
+        wanted = set(unit.depends.get("Wants", []))
+        needed = [*unit.depends.get("Requires", []), *unit.depends.get("BindsTo", []), *wanted]
+        for dependency in dict.fromkeys(needed):
+            other = dependency.removesuffix(".service")
+            # targets, sockets and alike are systemd's own: only services are started here
+            if not dependency.endswith(".service") or other == name or other in starting:
+                continue
+            try:
+                self._start(other, starting | {name})
+            except HostError as e:
+                if dependency not in wanted:
+                    raise HostError(f"service {name}: {e.message}", retry=e.retry) from None
+                logger.warning("service %s: wanted %s did not start: %s", name, other, e.message)
         kind = unit.get("Type", "simple")
-        if kind not in _FOREGROUND and kind != "forking":
+        if kind not in _FOREGROUND and kind not in ("forking", "oneshot"):
             raise HostError(f"service {name}: Type={kind} is not supported without systemd", retry=False)
         user = unit.get("User") or None
         group = unit.get("Group") or None
         specs = _specifiers(unit, user)
         env = self._environment(unit, user, specs)
+        env["INVOCATION_ID"] = secrets.token_hex(16)
         self._make_directories(unit, user, group, specs)
         creds: dict[str, Any] = {}
         if user or group:
@@ -329,9 +390,15 @@ class ProcessServices:
             for key in _LIST_KEYS
             if "Exec" in key
         }
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if kind == "oneshot":
+            for line in [*lines["ExecStartPre"], *lines["ExecStart"], *lines["ExecStartPost"]]:
+                self._run_to_end(name, line, env, cwd, creds)
+            if unit.get("RemainAfterExit", "no").lower() in ("yes", "true", "on", "1"):
+                self._active_path(name).write_text(env["INVOCATION_ID"])
+            return
         if len(lines["ExecStart"]) != 1:
             raise HostError(f"service {name}: needs exactly one ExecStart", retry=False)
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for line in lines["ExecStartPre"]:
             self._run_to_end(name, line, env, cwd, creds)
         main = lines["ExecStart"][0]
@@ -352,7 +419,7 @@ class ProcessServices:
             except OSError as e:
                 raise HostError(f"service {name} cannot start: {e.strerror}") from None
         if kind == "forking":
-            pid = self._forked_pid(unit, proc, specs)
+            pid = self._forked_pid(unit, proc, specs, env["INVOCATION_ID"])
         else:
             pid = proc.pid
             deadline = time.monotonic() + self.SETTLE
@@ -360,7 +427,8 @@ class ProcessServices:
                 time.sleep(0.02)
             if proc.poll() is not None:
                 self._failed(name, f"exited with code {proc.returncode} at start")
-        self._pid_path(name).write_text(json.dumps({"pid": pid, "start": _start_time(pid)}))
+        recorded = {"pid": pid, "start": _start_time(pid), "invocation": env["INVOCATION_ID"]}
+        self._pid_path(name).write_text(json.dumps(recorded))
         os.chmod(self._pid_path(name), 0o600)
         for line in lines["ExecStartPost"]:
             self._run_to_end(name, line, env, cwd, creds)
@@ -371,22 +439,29 @@ class ProcessServices:
             logger.error("service %s %s: %s", name, what, _last_line(log.read_text(errors="replace")[-4096:]))
         raise HostError(f"service {name} {what}; will retry")
 
-    def _forked_pid(self, unit: Unit, proc: subprocess.Popen[Any], specs: Mapping[str, str]) -> int:
+    def _forked_pid(
+        self, unit: Unit, proc: subprocess.Popen[Any], specs: Mapping[str, str], invocation: str
+    ) -> int:
+        name = unit.name.removesuffix(".service")
         pid_file = _resolve(unit, unit.get("PIDFile"), specs)
-        if not pid_file:
-            raise HostError(f"service {unit.name}: Type=forking without PIDFile=", retry=False)
         try:
             code = proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
-            self._failed(unit.name, "did not fork within 90 s")
+            self._failed(name, "did not fork within 90 s")
             raise
         if code != 0:
-            self._failed(unit.name, f"exited with code {code} at start")
+            self._failed(name, f"exited with code {code} at start")
+        if not pid_file:
+            # systemd's GuessMainPID: the process the start left behind (the oldest, if several)
+            left = sorted(_invocation_processes(invocation), key=lambda p: int(_start_time(p) or 0))
+            if not left:
+                self._failed(name, "left no process running")
+            return left[0]
         try:
             with open(pid_file) as handle:
                 return int(handle.read().split()[0])
         except (OSError, ValueError, IndexError):
-            self._failed(unit.name, f"wrote no pid to {pid_file}")
+            self._failed(name, f"wrote no pid to {pid_file}")
             raise
 
     def _run_to_end(
@@ -415,7 +490,7 @@ class ProcessServices:
             self._failed(name, f"{os.path.basename(line.argv[0])} exited with code {code}")
 
     def _environment(self, unit: Unit, user: str | None, specs: Mapping[str, str]) -> dict[str, str]:
-        env = _base_environment(user)
+        env = _base_environment(user) | self.default_environment
         for value in unit.all("Environment"):
             for assignment in shlex.split(_resolve(unit, value, specs)):
                 key, sep, val = assignment.partition("=")
@@ -452,35 +527,74 @@ class ProcessServices:
                 except OSError as e:
                     raise HostError(f"service {unit.name}: cannot make {path}: {e.strerror}") from None
 
+    def _parts_of(self, name: str) -> list[str]:
+        """The running services that are part of ``name`` (stopped and restarted with it)."""
+        parts = []
+        for other in self.started():
+            if other == name:
+                continue
+            with contextlib.suppress(HostError):
+                depends = load_unit(other, self.unit_path).depends
+                if f"{name}.service" in [*depends.get("PartOf", []), *depends.get("BindsTo", [])]:
+                    parts.append(other)
+        return parts
+
     def stop(self, name: str) -> None:
+        for part in self._parts_of(name):
+            self.stop(part)
         pid = self.pid(name)
-        if pid is not None:
+        active = self._active_path(name)
+        if pid is not None or active.exists():
             try:
                 unit = load_unit(name, self.unit_path)
             except HostError:
                 # the package went first: stop what runs the way systemd stops by default
                 unit = Unit(f"{name}.service", "")
-            sig = _signal(unit.get("KillSignal", "SIGTERM"))
-            mode = unit.get("KillMode", "control-group")
-            whole_group = mode in ("control-group", "mixed")
-            timeout = min(_seconds(unit.get("TimeoutStopSec", "90")), 90.0)
-            self._signal(pid, sig, group=mode == "control-group")
-            if not _wait_gone(pid, timeout):
-                logger.warning("service %s did not stop within %g s; killing it", name, timeout)
-                self._signal(pid, signal.SIGKILL, group=whole_group)
-                if not _wait_gone(pid, 5):
-                    raise HostError(f"service {name} did not stop; will retry")
-            if whole_group:
-                # what the main process left behind in its session goes with it, as its cgroup would
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
+            self._exec_stop(unit)
+            if pid is not None:
+                self._kill(unit, pid, str((self._recorded(name) or {}).get("invocation", "")))
             for sub in _resolve(
                 unit, " ".join(unit.all("RuntimeDirectory")), _specifiers(unit, None)
             ).split():
                 if unit.get("RuntimeDirectoryPreserve", "no") == "no":
                     _remove_tree(os.path.join("/run", sub))
-        with contextlib.suppress(FileNotFoundError):
-            self._pid_path(name).unlink()
+        for path in (self._pid_path(name), active):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _exec_stop(self, unit: Unit) -> None:
+        """The unit's ``ExecStop=`` commands, whose failure only leaves the kill to do the stopping."""
+        if not unit.all("ExecStop"):
+            return
+        user = unit.get("User") or None
+        specs = _specifiers(unit, user)
+        env = self._environment(unit, user, specs)
+        for value in unit.all("ExecStop"):
+            line = dataclasses.replace(_exec_line(unit, value, specs, env), ignore_failure=True)
+            with contextlib.suppress(HostError):
+                self._run_to_end(unit.name.removesuffix(".service"), line, env, "/", {})
+
+    def _kill(self, unit: Unit, pid: int, invocation: str) -> None:
+        name = unit.name.removesuffix(".service")
+        sig = _signal(unit.get("KillSignal", "SIGTERM"))
+        mode = unit.get("KillMode", "control-group")
+        whole = mode in ("control-group", "mixed")
+        timeout = min(_seconds(unit.get("TimeoutStopSec", "90")), 90.0)
+        self._signal(pid, sig, group=mode == "control-group")
+        if mode == "control-group" and invocation:
+            for other in _invocation_processes(invocation):
+                self._signal(other, sig, group=False)
+        if not _wait_gone(pid, timeout):
+            logger.warning("service %s did not stop within %g s; killing it", name, timeout)
+            self._signal(pid, signal.SIGKILL, group=whole)
+            if not _wait_gone(pid, 5):
+                raise HostError(f"service {name} did not stop; will retry")
+        if whole:
+            # what the main process left behind goes with it, as its cgroup would
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            for other in _invocation_processes(invocation) if invocation else []:
+                self._signal(other, signal.SIGKILL, group=False)
 
     @staticmethod
     def _signal(pid: int, sig: int, *, group: bool) -> None:
@@ -494,8 +608,22 @@ class ProcessServices:
             os.kill(pid, sig)
 
     def restart(self, name: str) -> None:
+        parts = self._parts_of(name)
         self.stop(name)
         self.start(name)
+        for part in parts:
+            self.start(part)
+
+
+def _invocation_processes(invocation: str) -> list[int]:
+    """The processes started by one invocation of a service (they carry its ``INVOCATION_ID``)."""
+    marker = f"INVOCATION_ID={invocation}".encode()
+    found = []
+    for environ in pathlib.Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if marker in environ.read_bytes().split(b"\0") and _start_time(int(environ.parent.name)):
+                found.append(int(environ.parent.name))
+    return found
 
 
 def _remove_tree(path: str) -> None:
@@ -549,6 +677,38 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return False
         time.sleep(0.02)
 
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m openstack_charms.units STATE_DIR start|stop|restart|running NAME``, where it is started.
+
+    The sandbox runs it inside a machine's namespaces, so that the unit files,
+    environment files and runtime directories are that machine's. A failure
+    prints the :class:`HostError` as JSON (``message``, ``retry``) and exits 1;
+    ``running`` exits 0 or 3, as ``systemctl is-active`` does. ``DEFAULT_ENVIRONMENT``
+    (shell-quoted assignments) is every service's starting environment.
+    """
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3 or args[1] not in ("start", "stop", "restart", "running"):
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    defaults = dict(
+        a.split("=", 1) for a in shlex.split(os.environ.get("DEFAULT_ENVIRONMENT", "")) if "=" in a
+    )
+    services = ProcessServices(args[0], default_environment=defaults)
+    try:
+        if args[1] == "running":
+            return 0 if services.running(args[2]) else 3
+        getattr(services, args[1])(args[2])
+    except HostError as e:
+        print(json.dumps({"message": e.message, "retry": e.retry}), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
 
 if TYPE_CHECKING:
     from .host import ServiceManager

@@ -514,12 +514,85 @@ def test_a_service_that_dies_at_start_waits_naming_it(tmp_path: Path) -> None:
     assert not services.running("bad")
 
 
-def test_oneshot_is_refused(tmp_path: Path) -> None:
+def test_split_units_start_with_their_dependencies_and_stop_with_the_unit_they_are_part_of(
+    tmp_path: Path,
+) -> None:
+    # the shape of Open vSwitch's units: a oneshot umbrella requiring two forking daemons
     units = tmp_path / "units"
-    write_unit(units, "once.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n")
-    with pytest.raises(HostError, match=r"Type=oneshot") as e:
-        ProcessServices(tmp_path / "state", [str(units)]).start("once")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    write_unit(
+        units,
+        "switch.service",
+        "[Unit]\nRequires=db.service\nRequires=forwarder.service network.target\n"
+        f"[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo up >> {marks}/switch'\n"
+        f"ExecStop=/bin/sh -c 'echo down >> {marks}/switch'\nRemainAfterExit=yes\n",
+    )
+    # forking without PIDFile=: the main process is guessed, as systemd does
+    daemon = (
+        "[Unit]\nPartOf=switch.service\n[Service]\nType=forking\nExecStart=/bin/sh -c 'sleep 60 & exit 0'\n"
+    )
+    write_unit(units, "db.service", daemon)
+    write_unit(units, "forwarder.service", "[Unit]\nRequires=db.service\n" + daemon.removeprefix("[Unit]\n"))
+    services = ProcessServices(tmp_path / "state", [str(units)])
+    try:
+        services.start("switch")
+        assert services.started() == ["db", "forwarder", "switch"]
+        db, forwarder = services.pid("db"), services.pid("forwarder")
+        assert db is not None and forwarder is not None and db != forwarder
+        assert (marks / "switch").read_text() == "up\n"
+        services.restart("switch")
+        assert services.started() == ["db", "forwarder", "switch"]
+        assert services.pid("db") not in (None, db) and services.pid("forwarder") not in (None, forwarder)
+        forwarder = services.pid("forwarder")
+        services.stop("switch")
+        assert services.started() == []
+        assert forwarder is not None and units_module._start_time(forwarder) is None
+        assert (marks / "switch").read_text() == "up\ndown\nup\ndown\n"
+    finally:
+        for name in ("forwarder", "db", "switch"):
+            services.stop(name)
+
+
+def test_a_required_unit_that_fails_fails_the_start_naming_both(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    write_unit(
+        units,
+        "top.service",
+        "[Unit]\nRequires=broken.service\nWants=absent.service\n"
+        "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+    )
+    write_unit(units, "broken.service", "[Service]\nType=forking\nExecStart=/bin/false\n")
+    services = ProcessServices(tmp_path / "state", [str(units)])
+    with pytest.raises(HostError, match=r"^service top: service broken exited with code 1 at start"):
+        services.start("top")
+    # a oneshot without RemainAfterExit is not active once it ran
+    write_unit(
+        units, "top.service", "[Unit]\nWants=absent.service\n[Service]\nType=oneshot\nExecStart=/bin/true\n"
+    )
+    services.start("top")
+    assert not services.running("top")
+
+
+def test_an_unsupported_type_is_refused(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    write_unit(units, "bus.service", "[Service]\nType=dbus-broker\nExecStart=/bin/true\n")
+    with pytest.raises(HostError, match=r"Type=dbus-broker") as e:
+        ProcessServices(tmp_path / "state", [str(units)]).start("bus")
     assert e.value.retry is False
+
+
+def test_the_module_runs_one_operation_where_it_is_started(tmp_path: Path) -> None:
+    # what the sandbox runs inside a machine: no unit file here is an error it reports as JSON
+    done = subprocess.run(
+        [sys.executable, "-m", "openstack_charms.units", str(tmp_path), "start", "no-such-unit"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(units_module.__file__).parents[1])},
+    )
+    assert done.returncode == 1
+    assert json.loads(done.stderr) == {"message": "service no-such-unit has no unit file", "retry": False}
 
 
 def test_a_service_with_a_command_gets_a_unit_that_runs_exactly_it(fake: FakeHost, tmp_path: Path) -> None:
