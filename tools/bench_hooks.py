@@ -10,12 +10,15 @@ stands in for Juju's hook tools and for Pebble, so each count is a process
 measured in a fresh interpreter: the cold import of the charm module, plus the
 time spent in the charm's own code (construction, event handlers, collect-status).
 For keystone, a steady hook is also measured with 100 applications related on
-identity-service: it should cost what it costs with one.
+identity-service: it should cost what it costs with one. Calls to the Kubernetes
+API (ovn-relay's LoadBalancer service) go to the sandbox's stand-in and are
+counted too ("kubernetes API" in the detail, when there are any).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import pathlib
 import subprocess
@@ -80,6 +83,10 @@ PEBBLE = (
 
 
 COUNTS: collections.Counter[str] = collections.Counter()
+#: the Kubernetes API the charms reach (ovn-relay's LoadBalancer service): the sandbox's stand-in
+KUBERNETES: Any = None
+#: what keeps it in place for the whole run (a context manager left open)
+_KUBERNETES_SEAM = contextlib.ExitStack()
 
 
 def install_counters() -> None:
@@ -126,15 +133,20 @@ def install_counters() -> None:
 def measure(run: Callable[[], Any]) -> tuple[dict[str, Any], Any]:
     """The calls one hook makes, and its output state (which ``run`` returns)."""
     install_counters()
+    _fake_kubernetes()
     COUNTS.clear()
+    before = len(KUBERNETES.calls)
     state = run()
     tools = {k[5:]: v for k, v in COUNTS.items() if k.startswith("tool:")}
     pebble = {k[7:]: v for k, v in COUNTS.items() if k.startswith("pebble:")}
+    kubernetes = len(KUBERNETES.calls) - before
     counted = {
         "status": str(state.unit_status),
         "hook_tools": sum(tools.values()),
         "pebble": sum(pebble.values()),
-        "detail": dict(sorted(tools.items())) | {f"pebble {k}": v for k, v in sorted(pebble.items())},
+        "detail": dict(sorted(tools.items()))
+        | {f"pebble {k}": v for k, v in sorted(pebble.items())}
+        | ({"kubernetes API": kubernetes} if kubernetes else {}),
     }
     return counted, state
 
@@ -151,6 +163,18 @@ def count_calls(charm: str) -> dict[str, Any]:
         for run in ("bootstrap", "steady"):
             results[run], state = measure(lambda state=state: ctx.run(ctx.on.config_changed(), state))
     return results
+
+
+def _fake_kubernetes() -> None:
+    # Kubernetes' API goes to the sandbox's stand-in (no HAProxy), which counts the calls: a
+    # charm's steady hook should make none
+    global KUBERNETES
+    if KUBERNETES is not None:
+        return
+    from openstack_charms.sandbox.kubernetes import Kubernetes, real_kubernetes
+
+    KUBERNETES = Kubernetes(lambda: "10.27.5.1", lambda app: [])
+    _KUBERNETES_SEAM.enter_context(real_kubernetes(KUBERNETES))
 
 
 def _fake_keystone() -> None:
@@ -251,6 +275,7 @@ def python_cost(charm: str) -> dict[str, float]:
     from openstack_charms.testing import charm_context, complete_state
     from ops import testing
 
+    _fake_kubernetes()
     best: dict[str, float] | None = None
     with tempfile.TemporaryDirectory() as root:
         ctx = charm_context(charm)
@@ -297,6 +322,9 @@ print(json.dumps({{"import": t_import, "hook": spent[0]}}))
 
 def main() -> None:
     """Measure every k8s charm named on the command line, or all of them."""
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        return
     charms = sys.argv[1:] or sorted(p.parent.name for p in (REPO / "charms").glob("*-k8s/charmcraft.yaml"))
     start = time.perf_counter()
     ops_import = min(

@@ -1,7 +1,9 @@
 """Static checks of every bundle in bundles/: what `juju deploy` would reject, found without Juju.
 
-Each bundle is checked alone and with every combination of bundles/overlays/
-applied as ``--overlay`` applies them.
+Each Kubernetes bundle is checked alone and with every combination of
+bundles/overlays/ applied as ``--overlay`` applies them; the machine bundle
+(hypervisor.yaml, whose ``saas`` consume openstack.yaml's offers) alone and with
+each of bundles/hypervisor-overlays/.
 
 Every charm a bundle names exists (ours under charms/, the others in
 EXTERNAL_CHARMS below), every relation joins a requirer and a provider endpoint
@@ -29,6 +31,9 @@ from openstack_charms.testing.bundle import (
 )
 
 BUNDLES = sorted((REPO / "bundles").glob("*.yaml"))
+MACHINE_BUNDLES = [b for b in BUNDLES if b.name == "hypervisor.yaml"]
+K8S_BUNDLES = [b for b in BUNDLES if b not in MACHINE_BUNDLES]
+MACHINE_OVERLAYS = sorted((REPO / "bundles" / "hypervisor-overlays").glob("*.yaml"))
 
 # Endpoints of the charms we deploy but do not write: {charm: {role: {endpoint: interface}}}.
 # Taken from each charm's own metadata in its repository:
@@ -147,20 +152,55 @@ def load(bundle: pathlib.Path) -> list[dict[str, Any]]:
     return list(yaml.safe_load_all(bundle.read_text()))
 
 
-def bundle_errors(docs: list[dict[str, Any]], bundle_dir: pathlib.Path) -> list[str]:
-    """Everything wrong with a bundle (base document and overlays), as readable strings."""
+def offered_endpoints(docs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, str]]]:
+    """A k8s bundle's offers as a consumer sees them: offer name -> {role: {endpoint: interface}}."""
+    apps = docs[0]["applications"]
+    offers: dict[str, dict[str, dict[str, str]]] = {}
+    for overlay in docs[1:]:
+        for app, spec in (overlay.get("applications") or {}).items():
+            roles = charm_endpoints(apps[app]["charm"])[0]
+            for offer, ospec in (spec.get("offers") or {}).items():
+                offered = set(ospec.get("endpoints") or [])
+                offers[offer] = {
+                    r: {e: i for e, i in eps.items() if e in offered} for r, eps in roles.items()
+                }
+    return offers
+
+
+def bundle_errors(
+    docs: list[dict[str, Any]],
+    bundle_dir: pathlib.Path,
+    offers: Mapping[str, dict[str, dict[str, str]]] | None = None,
+) -> list[str]:
+    """Everything wrong with a bundle (base document and overlays), as readable strings.
+
+    With ``offers`` (a k8s bundle's, :func:`offered_endpoints`) the bundle is a machine
+    bundle whose ``saas`` consume them: no ``bundle: kubernetes``, machine charms, units.
+    """
     errors: list[str] = []
     base, overlays = docs[0], docs[1:]
     errors += [f"unknown top-level key {k!r}" for k in base if k not in BUNDLE_KEYS]
-    if base.get("bundle") != "kubernetes":
+    if offers is None and base.get("bundle") != "kubernetes":
         errors.append(f"bundle: must be 'kubernetes', not {base.get('bundle')!r}")
+    if offers is not None and "bundle" in base:
+        errors.append(f"bundle: a machine bundle has no 'bundle' key, not {base['bundle']!r}")
     applications: dict[str, Any] = base.get("applications") or {}
     if not applications:
         errors.append("applications: none")
 
     endpoints: dict[str, dict[str, dict[str, str]]] = {}
     metas: dict[str, Mapping[str, Any]] = {}
+    for name, spec in (base.get("saas") or {}).items():
+        offer = str((spec or {}).get("url", "")).rsplit(".", 1)[-1]
+        if offers is None:
+            errors.append(f"saas {name!r}: a Kubernetes bundle here consumes no offer")
+        elif offer not in offers:
+            errors.append(f"saas {name!r}: offer {offer!r} is not one openstack.yaml makes")
+        else:
+            endpoints[name] = offers[offer]
     for app, spec in applications.items():
+        if offers is not None and "scale" in spec:
+            errors.append(f"{app}: a machine application has num_units, not scale")
         errors += [f"{app}: unknown key {k!r}" for k in spec if k not in APPLICATION_KEYS]
         if "offers" in spec:
             errors.append(f"{app}: offers are taken only from overlays, not the base bundle")
@@ -181,6 +221,8 @@ def bundle_errors(docs: list[dict[str, Any]], bundle_dir: pathlib.Path) -> list[
         if meta is not None:
             metas[app] = meta
             errors += _local_charm_errors(app, spec, meta)
+            if offers is not None and meta.get("containers"):
+                errors.append(f"{app}: {name} is a Kubernetes charm, in a machine bundle")
 
     related: Counter[tuple[str, str]] = Counter()
     seen: set[frozenset[str]] = set()
@@ -271,9 +313,44 @@ def test_there_are_bundles():
     assert BUNDLES, "no bundles/*.yaml"
 
 
-@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("bundle", K8S_BUNDLES, ids=lambda p: p.name)
 def test_bundle_is_consistent(bundle: pathlib.Path):
     assert bundle_errors(load(bundle), bundle.parent) == []
+
+
+@pytest.mark.parametrize("overlay", [None, *MACHINE_OVERLAYS], ids=lambda p: p.name if p else "none")
+@pytest.mark.parametrize("bundle", MACHINE_BUNDLES, ids=lambda p: p.name)
+def test_machine_bundle_consumes_the_offers_consistently(bundle: pathlib.Path, overlay: pathlib.Path | None):
+    offers = offered_endpoints(load(REPO / "bundles" / "openstack.yaml"))
+    docs, extra = load(bundle), load(overlay) if overlay else []
+    assert (
+        overlay_errors(docs, extra) + bundle_errors(apply_overlays(docs, extra), bundle.parent, offers) == []
+    )
+
+
+def test_every_machine_charm_is_in_the_machine_bundle():
+    deployed = {
+        local_charm_name(s["charm"]) for b in MACHINE_BUNDLES for s in load(b)[0]["applications"].values()
+    }
+    machine = {
+        p.parent.name
+        for p in CHARMS.glob("*/charmcraft.yaml")
+        if not merged_charmcraft(p.parent.name).get("containers")
+    }
+    assert machine and machine - deployed == set()
+
+
+def test_a_saas_of_an_offer_not_made_is_caught():
+    offers = offered_endpoints(load(REPO / "bundles" / "openstack.yaml"))
+    docs = load(REPO / "bundles" / "hypervisor.yaml")
+    docs[0]["saas"]["ovsdb-cms"]["url"] = "admin/openstack.ovsdb"
+    docs[0]["relations"].append(["ovn-chassis:certificates", "keystone:certificates"])
+    errors = bundle_errors(docs, REPO / "bundles", offers)
+    assert "saas 'ovsdb-cms': offer 'ovsdb' is not one openstack.yaml makes" in errors
+    assert (
+        "relation ['ovn-chassis:certificates', 'keystone:certificates']: no application 'keystone'" in errors
+    )
+    assert "ovn-chassis: mandatory endpoint 'ovsdb-cms' is not related" not in errors
 
 
 def test_every_k8s_charm_is_in_the_openstack_bundle():
@@ -379,7 +456,7 @@ def overlay_docs(combo: tuple[pathlib.Path, ...]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("combo", COMBINATIONS, ids=combination_id)
-@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("bundle", K8S_BUNDLES, ids=lambda p: p.name)
 def test_bundle_with_overlays_is_consistent(bundle: pathlib.Path, combo: tuple[pathlib.Path, ...]):
     docs, extra = load(bundle), overlay_docs(combo)
     assert overlay_errors(docs, extra) + bundle_errors(apply_overlays(docs, extra), bundle.parent) == []

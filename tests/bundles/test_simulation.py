@@ -1,6 +1,8 @@
-"""Every charm of bundles/openstack.yaml in ops.testing, wired as the bundle says, under every overlay.
+"""Every charm of bundles/openstack.yaml and the machine bundle in ops.testing, wired as they say.
 
-Each combination of bundles/overlays/ (none, tls, ha, ha+tls) is simulated.
+Each combination of bundles/overlays/ (none, tls, ha, ha+tls) is simulated, with
+bundles/hypervisor.yaml beside it (its saas resolved to the offers, as the
+sandbox resolves them; its machine charms on fake hosts).
 
 Our charms run for real, each unit of each application (``scale``) with its
 own state; the charms we do not write (mysql-k8s, rabbitmq-k8s, traefik-k8s,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import socket
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -23,6 +26,8 @@ from typing import Any
 import ops
 import pytest
 from openstack_charms.relations.tls import CACHE_LABEL
+from openstack_charms.sandbox.cloud import MACHINE_BUNDLE, MACHINE_OVERLAY, read_bundle
+from openstack_charms.sandbox.kubernetes import Kubernetes, real_kubernetes
 from openstack_charms.testing import REPO, RelationFixture, fixture_for, merged_charmcraft, pushed_files
 from openstack_charms.testing.bundle import combination_id, deployed, overlay_combinations
 from openstack_charms.testing.model import Link, SimulatedModel
@@ -69,6 +74,14 @@ class Providers:
         return fixture_for(link.ours.endpoint, link.interface, link.ours.app)
 
 
+@pytest.fixture(autouse=True)
+def kubernetes() -> Iterator[Kubernetes]:
+    """The Kubernetes API the trusted charms (ovn-relay's LoadBalancer service) call."""
+    api = Kubernetes(lambda: "10.27.5.1", lambda app: [])
+    with real_kubernetes(api):
+        yield api
+
+
 @pytest.fixture
 def keystone_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     src = REPO / "charms" / "keystone-k8s" / "src"
@@ -102,16 +115,19 @@ def test_bundle_reaches_active(
     tmp_path: pathlib.Path, keystone_db: Any, combo: tuple[pathlib.Path, ...]
 ) -> None:
     bundle = deployed(BUNDLE, combo)[0]
-    ours = {app: c for app, spec in bundle["applications"].items() if (c := _our_charm(spec))}
-    assert ours, "the bundle deploys none of our charms"
-    scale = {app: int(bundle["applications"][app].get("scale", 1)) for app in ours}
+    layout = read_bundle(BUNDLE, combo, MACHINE_BUNDLE, [MACHINE_OVERLAY])
+    ours = layout.apps
+    assert {a for a, s in bundle["applications"].items() if _our_charm(s)} <= set(ours)
+    assert layout.machines, "the machine bundle deploys none of our charms"
+    scale = {app: layout.scale[app] for app in ours}
     providers = Providers(bundle)
     model = SimulatedModel(
         ours,
-        [tuple(r) for r in bundle["relations"]],
+        layout.relations,
         providers,
         tmp_path,
         model=MODEL,
+        config=layout.config,
         scale=scale,
         live={"tls-certificates"},
     )
@@ -154,6 +170,9 @@ def test_bundle_reaches_active(
                 if "/tls/" not in path and not path.startswith("/run/")
             }
         leader = seen[units[0]]
+        # ovn-relay's only files are its TLS ones; a machine charm pushes nothing to Pebble
+        if app in ("ovn-relay", *layout.machines):
+            continue
         assert leader, app
         for unit in units[1:]:
             assert set(seen[unit]) == set(leader), f"{unit} has other files than the leader"
@@ -193,7 +212,7 @@ def test_bundle_reaches_active(
             assert data["public-auth-url"].startswith("https://"), data
 
     # every unit related to the CA serves a certificate of its own, naming its pod (APIs: with TLS)
-    certified = {end.split(":")[0] for r in bundle["relations"] for end in r if end.endswith(":certificates")}
+    certified = {end.split(":")[0] for r in layout.relations for end in r if end.endswith(":certificates")}
     for unit, state in model.unit_states.items():
         app, number = unit.split("/")
         served = [s for s in state.secrets if s.label == CACHE_LABEL]
@@ -203,4 +222,8 @@ def test_bundle_reaches_active(
             continue
         assert served, f"{unit} serves no certificate"
         names = _certificate_names((served[0].latest_content or {})["certificate"])
+        if app in layout.machines:
+            # a machine's certificate names the machine (this one's host name, under a fake host)
+            assert socket.getfqdn() in names, (unit, names)
+            continue
         assert f"{app}-{number}.{app}-endpoints.{MODEL}.svc.cluster.local" in names, (unit, names)

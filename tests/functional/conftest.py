@@ -1,6 +1,6 @@
 """The functional layer: one real cloud per test session, brought up by the sandbox's own code.
 
-The cloud is bundles/openstack.yaml as ``tox -e sandbox`` deploys it
+The cloud is bundles/openstack.yaml and the machine bundle as ``tox -e sandbox`` deploys them
 (:class:`openstack_charms.sandbox.cloud.Cloud`), in this process: the tests
 read the charms' states and the containers' files directly. The whole run
 is in the sandbox's private network (``enter_private_network``, at start).
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from openstack_charms.sandbox import network
-from openstack_charms.sandbox.cloud import Cloud, read_bundle
+from openstack_charms.sandbox.cloud import MACHINE_BUNDLE, MACHINE_OVERLAY, Cloud, read_bundle
 from openstack_charms.sandbox.controller import CLOUD_NAME, access_files, admin_account
 from openstack_charms.sandbox.packages import ensure_debian
 from openstack_charms.testing import REPO
@@ -54,7 +54,7 @@ def haproxy() -> None:
 
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory, venv: pathlib.Path) -> Iterator[Cloud]:
-    layout = read_bundle(REPO / "bundles" / "openstack.yaml")
+    layout = read_bundle(REPO / "bundles" / "openstack.yaml", (), MACHINE_BUNDLE, [MACHINE_OVERLAY])
     # the Debian software standing in for images and charms we do not write, at its pins
     ensure_debian(layout.packages())
     # pytest's own temporary tree: outside what the containers overlay, and pruned by pytest

@@ -24,7 +24,17 @@ from openstack_charms.testing import REPO
 
 OVERLAYS = REPO / "bundles" / "overlays"
 #: what the charms write in their containers, never on the machine
-SERVICE_PATHS = ("/etc/keystone", "/etc/glance", "/etc/placement", "/var/lib/glance")
+#: what the services and charms write on their pods and machines, never on the host
+SERVICE_PATHS = (
+    "/etc/keystone",
+    "/etc/glance",
+    "/etc/placement",
+    "/var/lib/glance",
+    "/etc/openvswitch/system-id.conf",
+    "/var/lib/openvswitch/conf.db",
+    "/run/openvswitch",
+    "/run/ovn",
+)
 
 
 def sandbox(state: pathlib.Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
@@ -105,9 +115,13 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
     assert up.returncode == 0
     assert "every unit is active: converged in" in up.stdout
     assert re.search(
-        r"hooks run: glance \d+, keystone \d+, neutron \d+, ovn-central \d+, placement \d+", up.stdout
+        r"hooks run: glance \d+, keystone \d+, neutron \d+, ovn-central \d+, ovn-chassis \d+,"
+        r" ovn-relay \d+, placement \d+",
+        up.stdout,
     )
     assert "stand-in: mysql (mysql-k8s)" in up.stdout
+    assert "openstack.yaml + hypervisor.yaml + userspace-datapath.yaml" in up.stdout
+    assert "stand-in: ovn-chassis (machines): a namespace per unit" in up.stdout
     # the command as printed
     printed = re.search(r"^\s+(\S+/bin/openstack) --os-cloud sandbox token issue$", up.stdout, re.M)
     assert printed, up.stdout
@@ -145,7 +159,9 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
         "glance/0": "active",
         "placement/0": "active",
         "ovn-central/0": "active",
+        "ovn-relay/0": "active",
         "neutron/0": "active",
+        "ovn-chassis/0": "active",
         "mysql/0": "active",
         "rabbitmq/0": "active",
         "traefik-public/0": "active",
@@ -166,6 +182,9 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
     )
     assert northd.returncode == 0 and northd.stdout == "Status: active\n"
     assert sandbox(state, "exec", "ovn-central/0", "ovn-northd", "--", "false").returncode == 1
+    # and on a machine: its Open vSwitch, which the chassis charm configured
+    bridges = sandbox(state, "exec", "ovn-chassis/0", "machine", "--", "ovs-vsctl", "list-br")
+    assert bridges.returncode == 0 and bridges.stdout.split() == ["br-ex", "br-int"], bridges.stdout
     missing = sandbox(state, "exec", "ovn-central/0", "no-such-container", "--", "true")
     assert missing.returncode == 1 and "ovn-central/0 has no container 'no-such-container'" in missing.stderr
     password = sandbox(state, "run", "keystone/0", "get-admin-password")

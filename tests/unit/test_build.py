@@ -26,6 +26,8 @@ EXPECTED = {
     "keystone-k8s": [*wiring.RUNTIME, TLS],
     "glance-k8s": [*wiring.RUNTIME, CA, TLS],
     "placement-k8s": [*wiring.RUNTIME, CA, TLS],
+    # its ovsdb-cms-relay provider's own wire brings lightkube (the LoadBalancer service)
+    "ovn-relay-k8s": [*wiring.RUNTIME, CA, TLS, "lightkube-models==1.37.0.8", "lightkube==1.0.1"],
 }
 
 

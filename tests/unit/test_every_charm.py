@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from openstack_charms.charm import OpenStackCharm
 from openstack_charms.k8s import K8sCharm
 from openstack_charms.machine import MachineCharm
+from openstack_charms.sandbox.kubernetes import Kubernetes, real_kubernetes
 from openstack_charms.testing import (
     all_charms,
     assert_blocked_without_each_mandatory,
@@ -40,6 +42,14 @@ from ops import testing
 
 ALL = all_charms()
 EXECS = [testing.Exec([], stdout="")]
+
+
+@pytest.fixture(autouse=True)
+def kubernetes() -> Iterator[None]:
+    # the Kubernetes API of the charms that call it (ovn-relay's LoadBalancer service): the
+    # sandbox's, keeping services and assigning addresses without forwarding anything
+    with real_kubernetes(Kubernetes(lambda: "10.27.5.1", lambda app: [])):
+        yield
 
 
 def _kind(base: type) -> list[str]:

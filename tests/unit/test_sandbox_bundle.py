@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from openstack_charms.sandbox.cloud import BundleError, read_bundle
+from openstack_charms.sandbox.cloud import MACHINE_BUNDLE, MACHINE_OVERLAY, BundleError, read_bundle
 from openstack_charms.testing import REPO
 
 BUNDLE = REPO / "bundles" / "openstack.yaml"
@@ -19,6 +19,7 @@ def test_the_default_bundle_is_our_charms_and_four_stand_ins() -> None:
         "glance": "glance-k8s",
         "placement": "placement-k8s",
         "ovn-central": "ovn-central-k8s",
+        "ovn-relay": "ovn-relay-k8s",
         "neutron": "neutron-k8s",
     }
     assert layout.stand_ins == {
@@ -33,7 +34,44 @@ def test_the_default_bundle_is_our_charms_and_four_stand_ins() -> None:
     assert layout.verifying_proxies == {"traefik-public", "traefik-internal"}
     assert ("glance:identity-service", "keystone:identity-service") in layout.relations
     assert not [r for r in layout.relations if r[0].startswith("traefik-public:")]
-    assert len(layout.limits()) == 4
+    # the four stand-ins, and the Kubernetes API ovn-relay's LoadBalancer service needs
+    assert len(layout.limits()) == 5
+    assert layout.limits()[-1].startswith("the Kubernetes API (trusted charms): Services only")
+    assert layout.machines == set()
+
+
+def test_the_machine_bundle_consumes_the_offers_as_direct_relations() -> None:
+    layout = read_bundle(BUNDLE, (), MACHINE_BUNDLE, [MACHINE_OVERLAY])
+    assert layout.machines == {"ovn-chassis"}
+    assert layout.apps["ovn-chassis"] == "ovn-chassis"
+    assert layout.scale["ovn-chassis"] == 1
+    # the overlay's userspace datapath on top of the bundle's options
+    assert layout.config["ovn-chassis"] == {
+        "ovn-bridge-mappings": "physnet1:br-ex",
+        "enable-chassis-as-gw": True,
+        "datapath-type": "netdev",
+    }
+    # saas ovsdb-cms is the offer of ovn-relay:ovsdb-cms-relay; saas certificates the CA's
+    assert ("ovn-chassis:ovsdb-cms", "ovn-relay:ovsdb-cms-relay") in layout.relations
+    assert ("ovn-chassis:certificates", "certificates:certificates") in layout.relations
+    assert ("ovn-chassis:receive-ca-cert", "certificates:send-ca-cert") in layout.relations
+    assert layout.limits()[-1].startswith("ovn-chassis (machines): a namespace per unit")
+    assert {"openvswitch-switch", "ovn-host"} <= layout.packages()
+
+
+def test_a_saas_of_an_offer_no_bundle_makes_is_refused(tmp_path: pathlib.Path) -> None:
+    machines = tmp_path / "machines.yaml"
+    machines.write_text(
+        "saas:\n  sb:\n    url: admin/openstack.southbound\napplications:\n"
+        "  ovn-chassis:\n    charm: ../build/ovn-chassis.charm\nrelations:\n  - [ovn-chassis:ovsdb-cms, sb]\n"
+    )
+    with pytest.raises(BundleError, match=r"saas 'sb' consumes offer 'southbound', which no bundle offers"):
+        read_bundle(BUNDLE, (), machines)
+    machines.write_text("applications:\n  keystone:\n    charm: ../build/keystone-k8s.charm\nrelations: []\n")
+    with pytest.raises(
+        BundleError, match=r"'keystone' is '../build/keystone-k8s.charm', not one of our machine"
+    ):
+        read_bundle(BUNDLE, (), machines)
 
 
 def test_overlays_are_merged_as_juju_merges_them() -> None:
@@ -43,6 +81,7 @@ def test_overlays_are_merged_as_juju_merges_them() -> None:
         "glance": 3,
         "placement": 3,
         "ovn-central": 3,
+        "ovn-relay": 1,
         "neutron": 3,
     }
     assert layout.tls_proxies == layout.verifying_proxies == {"traefik-public", "traefik-internal"}

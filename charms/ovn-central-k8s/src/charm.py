@@ -147,7 +147,10 @@ class OVNCentralCharm(K8sCharm[ServiceConfig, OVNContext]):
             self.peers.set("founder", founder)
             self.peers.set("raft-protocol", raft_protocol)
         units = self.peer_units()
-        if founder not in units:
+        # the founder is awaited until it created the clusters (its leader work's markers); missing
+        # after that, it was removed, and the clusters live on without it
+        founded = all(self.peers.get(f"create-{db.name}-done") for db in DATABASES)
+        if founder not in units and not founded:
             raise Waiting(f"waiting for {founder}, which founded the OVN clusters, to join the peer relation")
         fields = self.context_fields()
         if raft_protocol == "ssl" and fields.get("tls") is None:
@@ -262,9 +265,13 @@ class OVNCentralCharm(K8sCharm[ServiceConfig, OVNContext]):
         units = self.peer_units()
         recorded = json.loads(self.peers.get("members") or "[]")
         gone = [u for u in recorded if u not in units]
-        for unit in gone:
-            for db in DATABASES:
-                self.appctl(db, "cluster/kick", db.schema, ctx.raft_address(self.hostname(unit), db))
+        for db in DATABASES:
+            # only a member still listed: kicking one that already left made this server leave itself
+            listed = (self.appctl(db, "cluster/status", db.schema) or "") if gone else ""
+            for unit in gone:
+                address = ctx.raft_address(self.hostname(unit), db)
+                if f" at {address})" in listed:
+                    self.appctl(db, "cluster/kick", db.schema, address)
         if recorded != units:
             self.peers.set("members", json.dumps(units))
 
@@ -284,6 +291,15 @@ class OVNCentralCharm(K8sCharm[ServiceConfig, OVNContext]):
         # this unit is being removed: leaving keeps the clusters' majorities counted right
         for db in DATABASES:
             self.appctl(db, "cluster/leave", db.schema)
+        # the leave is asynchronous: done before the pod goes, and before the leader kicks this
+        # server (a kick racing the leave made the leader leave its cluster itself)
+        for db in DATABASES:
+            status = f"ovs-appctl -t {db.control} cluster/status {db.schema}"
+            wait = f"while {status} | grep -q '^Status: leaving cluster'; do sleep 0.2; done"
+            try:
+                self.unit.get_container(db.container).exec(["sh", "-c", wait], timeout=60).wait_output()
+            except (ops.pebble.Error, ops.pebble.ExecError) as e:
+                logger.warning("%s still leaving its cluster: %s", db.container, e)
 
     def _on_cluster_status(self, event: ops.ActionEvent) -> None:
         results: dict[str, Any] = {}

@@ -4,6 +4,8 @@
     status                                        every unit: workload status, message, address
     run UNIT ACTION [KEY=VALUE ...]               run a charm action, print its results
     exec UNIT CONTAINER -- COMMAND ...            run a command in a unit's container, as root
+    add-unit APP                                  one more unit of APP (juju add-unit), then the statuses
+    remove-unit UNIT                              remove a unit (juju remove-unit), then the statuses
     down                                          stop everything, remove every file, database, user, vhost
 
 ``--state DIR`` (default ``$SANDBOX_STATE`` or ``./.sandbox``) holds everything
@@ -28,7 +30,7 @@ from typing import Any
 
 from ..testing import REPO
 from . import controller
-from .cloud import BundleError, read_bundle
+from .cloud import MACHINE_BUNDLE, MACHINE_OVERLAY, BundleError, read_bundle
 from .containers import MARKER
 from .network import MARIADB_SOCKET, RABBITMQ
 
@@ -87,13 +89,19 @@ def preflight(state: pathlib.Path, venv: pathlib.Path) -> None:
 
 
 def up(
-    state: pathlib.Path, bundle: pathlib.Path, overlays: Sequence[pathlib.Path], seed: int, timeout: float
+    state: pathlib.Path,
+    bundle: pathlib.Path,
+    overlays: Sequence[pathlib.Path],
+    seed: int,
+    timeout: float,
+    machines: pathlib.Path | None = None,
+    machine_overlays: Sequence[pathlib.Path] = (),
 ) -> int:
     """Start the controller, print its progress, then how to use the cloud."""
     venv = _venv()
     preflight(state, venv)
     try:
-        layout = read_bundle(bundle, overlays)
+        layout = read_bundle(bundle, overlays, machines, machine_overlays)
     except BundleError as e:
         raise Refused(str(e)) from None
     from .packages import DEBIAN_PINS, ensure_debian
@@ -102,8 +110,9 @@ def up(
     state.mkdir(parents=True, exist_ok=True)
     (state / "tmp").mkdir(exist_ok=True)
     units = sum(n for app, n in layout.scale.items() if app in layout.apps)
+    deployed = [bundle, *overlays, *([machines] if machines else []), *machine_overlays]
     print(
-        f"sandbox: deploying {bundle.name}{''.join(f' + {o.name}' for o in overlays)}:"
+        f"sandbox: deploying {' + '.join(p.name for p in deployed)}:"
         f" {len(layout.apps)} applications of ours ({units} units), {len(layout.stand_ins)} stood in"
     )
     for limit in layout.limits():
@@ -123,6 +132,8 @@ def up(
         str(bundle),
     ]
     argv += [a for o in overlays for a in ("--overlay", str(o))] + ["--seed", str(seed)]
+    argv += ["--machines", str(machines)] if machines else ["--no-machines"]
+    argv += [a for o in machine_overlays for a in ("--machine-overlay", str(o))]
     # the charms' scratch files (ops.testing's charm roots) go into the state, which down removes
     env = dict(os.environ, TMPDIR=str(state / "tmp"), PYTHONPATH=os.pathsep.join(sys.path))
     with (state / "controller.log").open("ab") as log:
@@ -199,12 +210,16 @@ def _print_status(state: pathlib.Path) -> int:
     if not answer.get("ok"):
         print(f"sandbox: {answer.get('error')}", file=sys.stderr)
         return 1
+    _print_units(answer)
+    return 0
+
+
+def _print_units(answer: dict[str, Any]) -> None:
     rows = [("App", "Unit", "Workload", "Address", "Message")]
     rows += [(u["app"], u["unit"], u["status"], u["address"], u["message"]) for u in answer["units"]]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
-    return 0
 
 
 def _running(state: pathlib.Path) -> None:
@@ -261,6 +276,22 @@ def execute(state: pathlib.Path, unit: str, container: str, argv: Sequence[str])
     sys.stdout.write(answer["stdout"])
     sys.stderr.write(answer["stderr"])
     return int(answer["code"])
+
+
+def scale(state: pathlib.Path, request: dict[str, Any]) -> int:
+    """Add or remove a unit (``juju add-unit`` / ``remove-unit``); every unit's status once settled."""
+    _running(state)
+    answer = controller.ask(state, request)
+    if answer.get("unit"):
+        print(f"added {answer['unit']}")
+    if answer.get("units"):
+        _print_units(answer)
+    if not answer.get("ok"):
+        print(f"sandbox: {answer.get('error')}", file=sys.stderr)
+        for details in (answer.get("details") or {}).values():
+            print(details, file=sys.stderr)
+        return 1
+    return 0
 
 
 def _leftover_processes(state: pathlib.Path) -> list[int]:
@@ -325,6 +356,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "bundle", nargs="?", type=pathlib.Path, default=REPO / "bundles" / "openstack.yaml"
         )
         command.add_argument("--overlay", type=pathlib.Path, action="append", default=[])
+        command.add_argument(
+            "--machines",
+            type=pathlib.Path,
+            default=MACHINE_BUNDLE,
+            help="the machine model's bundle, consuming the bundle's offers",
+        )
+        command.add_argument("--no-machines", action="store_true", help="deploy no machine model")
+        command.add_argument(
+            "--machine-overlay",
+            type=pathlib.Path,
+            action="append",
+            default=None,
+            help=f"overlays of the machine bundle (default: {MACHINE_OVERLAY.relative_to(REPO)})",
+        )
         command.add_argument("--seed", type=int, default=0, help="the order of the first hooks")
         command.add_argument("--timeout", type=float, default=1200)
     commands.add_parser("status", help="every unit's status")
@@ -337,19 +382,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     execute_.add_argument("unit")
     execute_.add_argument("container")
     execute_.add_argument("argv", nargs=argparse.REMAINDER)
+    add_unit = commands.add_parser("add-unit", help="add a unit to an application")
+    add_unit.add_argument("app")
+    remove_unit = commands.add_parser("remove-unit", help="remove a unit")
+    remove_unit.add_argument("unit")
     args = parser.parse_args(argv)
     state = args.state.absolute()
+    machines: pathlib.Path | None = None
+    machine_overlays: list[pathlib.Path] = []
+    if args.command in ("up", "controller") and not args.no_machines:
+        machines = args.machines.absolute()
+        given = args.machine_overlay
+        machine_overlays = [o.absolute() for o in (given if given is not None else [MACHINE_OVERLAY])]
     if args.command == "up":
         return up(
-            state, args.bundle.absolute(), [o.absolute() for o in args.overlay], args.seed, args.timeout
+            state,
+            args.bundle.absolute(),
+            [o.absolute() for o in args.overlay],
+            args.seed,
+            args.timeout,
+            machines,
+            machine_overlays,
         )
     if args.command == "controller":
-        controller.run(state, _venv(), args.bundle, args.overlay, args.seed)
+        controller.run(state, _venv(), args.bundle, args.overlay, args.seed, machines, machine_overlays)
         return 0
     if args.command == "status":
         return status(state)
     if args.command == "run":
         return run_action(state, args.unit, args.action, args.params)
+    if args.command == "add-unit":
+        return scale(state, {"command": "add-unit", "app": args.app})
+    if args.command == "remove-unit":
+        return scale(state, {"command": "remove-unit", "unit": args.unit})
     if args.command == "exec":
         return execute(
             state, args.unit, args.container, args.argv[1:] if args.argv[:1] == ["--"] else args.argv

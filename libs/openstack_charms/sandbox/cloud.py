@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import pathlib
 import random
 import time
@@ -29,8 +30,11 @@ from ..testing import REPO, container_storages, merged_charmcraft
 from ..testing.bundle import deployed
 from ..testing.model import SimulatedModel
 from .containers import CheckChange, Machine, ServiceExited
-from .network import GATEWAY
-from .packages import UnknownImage, image_source
+from .kubernetes import LIMITS as KUBERNETES_LIMITS
+from .kubernetes import Kubernetes, real_kubernetes
+from .machines import MACHINE, SandboxHost, hostname_of
+from .network import BRIDGE, GATEWAY, frontend_address, ip
+from .packages import MACHINE_PACKAGES, UnknownImage, image_source
 from .pebble import real_pebble
 from .providers import CA, LIMITS, Ingress, Providers
 
@@ -47,6 +51,11 @@ STAND_INS: Mapping[str, tuple[str, frozenset[str]]] = {
 IMAGE_FILES: Mapping[tuple[str, str], Mapping[str, str]] = {
     ("glance-k8s", "glance"): {"/etc/glance/metadefs": "etc/glance/metadefs"},
 }
+
+#: the machine model deployed beside the default bundle, and what this machine needs of it: Open
+#: vSwitch's userspace datapath (no kernel module here)
+MACHINE_BUNDLE = REPO / "bundles" / "hypervisor.yaml"
+MACHINE_OVERLAY = REPO / "bundles" / "hypervisor-overlays" / "userspace-datapath.yaml"
 
 #: interfaces whose provider answers again whenever the request changes (a CA signs each new
 #: request; traefik routes to https once a unit serves it)
@@ -74,17 +83,31 @@ class Layout:
     verifying_proxies: frozenset[str] = frozenset()
     #: the Debian packages standing in for our charms' images (see :mod:`.packages`)
     debian: frozenset[str] = frozenset()
+    #: our applications that are machine charms (from the machine bundle: one machine per unit)
+    machines: frozenset[str] = frozenset()
 
     def packages(self) -> set[str]:
-        """Every Debian package this layout needs on the machine: its images' and its stand-ins'."""
-        return set(self.debian) | ({"haproxy"} if "traefik-k8s" in self.stand_ins.values() else set())
+        """Every Debian package this layout needs here: its images', its machines', its stand-ins'."""
+        machine = {p for ps in MACHINE_PACKAGES.values() for p in ps} if self.machines else set()
+        return (
+            set(self.debian) | machine | ({"haproxy"} if "traefik-k8s" in self.stand_ins.values() else set())
+        )
 
     def limits(self) -> list[str]:
         """What the stand-ins cannot do that the charms they stand in for do, one line each."""
         by_charm: dict[str, list[str]] = {}
         for app, charm in self.stand_ins.items():
             by_charm.setdefault(charm, []).append(app)
-        return [f"{', '.join(apps)} ({charm}): {LIMITS[charm]}" for charm, apps in sorted(by_charm.items())]
+        lines = [f"{', '.join(apps)} ({charm}): {LIMITS[charm]}" for charm, apps in sorted(by_charm.items())]
+        if any("k8s-api" in (merged_charmcraft(c).get("assumes") or []) for c in self.apps.values()):
+            lines.append(f"the Kubernetes API (trusted charms): {KUBERNETES_LIMITS['kubernetes']}")
+        if self.machines:
+            lines.append(
+                f"{', '.join(sorted(self.machines))} (machines): a namespace per unit, not a VM; Debian's"
+                " packages for Ubuntu's (same names); systemd units run without systemd (no Restart=);"
+                " no kernel modules; offers consumed as direct relations"
+            )
+        return lines
 
 
 def _our_charm(name: str) -> str | None:
@@ -92,15 +115,25 @@ def _our_charm(name: str) -> str | None:
     return stem if (REPO / "charms" / stem / "charmcraft.yaml").exists() else None
 
 
-def read_bundle(bundle: pathlib.Path, overlays: Sequence[pathlib.Path] = ()) -> Layout:
-    """The layout of ``bundle`` with ``overlays`` merged as ``juju deploy --overlay`` does."""
-    for path in (bundle, *overlays):
+def read_bundle(
+    bundle: pathlib.Path,
+    overlays: Sequence[pathlib.Path] = (),
+    machine_bundle: pathlib.Path | None = None,
+    machine_overlays: Sequence[pathlib.Path] = (),
+) -> Layout:
+    """The layout of ``bundle`` with ``overlays`` merged as ``juju deploy --overlay`` does.
+
+    ``machine_bundle`` (with ``machine_overlays``) is a machine model's bundle
+    deployed beside it, whose ``saas`` consume ``bundle``'s offers.
+    """
+    for path in (bundle, *overlays, *([machine_bundle] if machine_bundle else []), *machine_overlays):
         if not path.is_file():
             raise BundleError(f"no such bundle or overlay: {path}")
     try:
-        base = deployed(bundle, overlays)[0]
+        docs = deployed(bundle, overlays)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BundleError(f"{bundle}: {e}") from None
+    base = docs[0]
     apps: dict[str, str] = {}
     stand_ins: dict[str, str] = {}
     debian: set[str] = set()
@@ -146,6 +179,11 @@ def read_bundle(bundle: pathlib.Path, overlays: Sequence[pathlib.Path] = ()) -> 
                 tls.add(app)
             elif endpoint == "receive-ca-cert":
                 verifying.add(app)
+    machines: set[str] = set()
+    if machine_bundle is not None:
+        machines = _read_machine_bundle(
+            machine_bundle, machine_overlays, _offers(docs[1:]), apps, scale, config, relations
+        )
     for a, b in relations:
         for end in (a, b):
             app, endpoint = end.split(":")
@@ -155,8 +193,84 @@ def read_bundle(bundle: pathlib.Path, overlays: Sequence[pathlib.Path] = ()) -> 
             if other in stand_ins:
                 _check_answered(apps[app], endpoint, other, stand_ins[other])
     return Layout(
-        apps, stand_ins, relations, scale, config, frozenset(tls), frozenset(verifying), frozenset(debian)
+        apps,
+        stand_ins,
+        relations,
+        scale,
+        config,
+        frozenset(tls),
+        frozenset(verifying),
+        frozenset(debian),
+        frozenset(machines),
     )
+
+
+def _offers(overlay_docs: Sequence[dict[str, Any]]) -> dict[str, tuple[str, list[str]]]:
+    """The offers of a bundle: offer name -> the offering application and its endpoints."""
+    offers: dict[str, tuple[str, list[str]]] = {}
+    for doc in overlay_docs:
+        for app, spec in (doc.get("applications") or {}).items():
+            for name, offer in ((spec or {}).get("offers") or {}).items():
+                offers[name] = (app, [str(e) for e in (offer or {}).get("endpoints") or []])
+    return offers
+
+
+def _read_machine_bundle(
+    path: pathlib.Path,
+    overlays: Sequence[pathlib.Path],
+    offers: Mapping[str, tuple[str, list[str]]],
+    apps: dict[str, str],
+    scale: dict[str, int],
+    config: dict[str, dict[str, Any]],
+    relations: list[tuple[str, str]],
+) -> set[str]:
+    """Add a machine bundle's applications and relations (its saas resolved to the offers); its apps."""
+    from ..machine import MachineCharm
+    from ..testing import load_charm_class
+
+    try:
+        base = deployed(path, overlays)[0]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BundleError(f"{path}: {e}") from None
+    # a saas URL is [controller:][user/]model.offer: the sandbox has one controller, one k8s model
+    saas = {
+        name: str((spec or {}).get("url", "")).rsplit(".", 1)[-1]
+        for name, spec in (base.get("saas") or {}).items()
+    }
+    for name, offer in saas.items():
+        if offer not in offers:
+            raise BundleError(f"{path.name}: saas {name!r} consumes offer {offer!r}, which no bundle offers")
+    machines: set[str] = set()
+    for app, spec in (base.get("applications") or {}).items():
+        charm = str((spec or {}).get("charm", ""))
+        ours = _our_charm(charm)
+        if ours is None or not issubclass(load_charm_class(ours), MachineCharm):
+            raise BundleError(f"{path.name}: application {app!r} is {charm!r}, not one of our machine charms")
+        if app in apps:
+            raise BundleError(f"{path.name}: application {app!r} is in both bundles")
+        apps[app], scale[app], config[app] = (
+            ours,
+            int(spec.get("num_units") or 1),
+            dict(spec.get("options") or {}),
+        )
+        machines.add(app)
+
+    def resolve(end: str) -> str:
+        app, _, endpoint = end.partition(":")
+        if app not in saas:
+            if app not in machines:
+                raise BundleError(f"{path.name}: relation end {end} names neither an application nor a saas")
+            return end
+        offering, endpoints = offers[saas[app]]
+        if not endpoint and len(endpoints) == 1:
+            endpoint = endpoints[0]
+        if endpoint not in endpoints:
+            raise BundleError(f"{path.name}: {end}: offer {saas[app]!r} has the endpoints {endpoints}")
+        return f"{offering}:{endpoint}"
+
+    for a, b in base.get("relations") or []:
+        relations.append((resolve(str(a)), resolve(str(b))))
+    return machines
 
 
 def _image_packages(app: str, charm: str, resources: dict[str, Any]) -> set[str]:
@@ -248,6 +362,18 @@ class Cloud:
                 verifying=layout.verifying_proxies,
             )
         self.providers = Providers(state, layout.stand_ins, self.ingress, self.ca)
+        #: the Kubernetes API the trusted charms call (LoadBalancer services: HAProxy on the bridge)
+        self.lb_addresses: list[str] = []
+        # the namespace of the bridge, which a hook's thread (in its pod's network) is not in
+        self._home_network = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        self.kubernetes = Kubernetes(
+            self._lb_address,
+            lambda app: [self.machine.address(u) for u in self.machine.units(app)],
+            state=state / "kubernetes",
+            logs=logs,
+        )
+        #: a machine unit -> its machine, as its charm's host applier works on it
+        self.hosts: dict[str, SandboxHost] = {}
         self.model = SimulatedModel(
             layout.apps,
             [*layout.relations, *extra_relations],
@@ -258,6 +384,7 @@ class Cloud:
             live=LIVE,
             charm_runs_in=self.machine.charm_runs_in,
             observer=self._observe,
+            machine_of=self._machine_of,
         )
         self.providers.requests = self.model.requests
 
@@ -279,14 +406,17 @@ class Cloud:
         Raises :class:`NotConverged` naming each unit that is not active.
         """
         self._stack.enter_context(real_pebble(self.machine))
+        self._stack.enter_context(real_kubernetes(self.kubernetes))
         for app, charm in self.layout.apps.items():
             for unit in self.model.units[app]:
+                if app in self.layout.machines:
+                    self._add_machine(unit)
                 for name, spec in (merged_charmcraft(charm).get("containers") or {}).items():
                     self.machine.add_container(unit, name, container_storages(spec))
                     for path, source in IMAGE_FILES.get((charm, name), {}).items():
                         self.machine.provide_image_files(unit, name, {path: self.venv / source})
                 self._bind(unit, charm)
-        self.machine.write_hosts({self.machine.address(u): [self.pod_name(u)] for u in self.machine.networks})
+        self._write_cluster_dns()
         try:
             self.first_hooks()
             self.model.settle(max_rounds, between_rounds=self._between_rounds, until_active=True)
@@ -298,6 +428,26 @@ class Cloud:
             units = {u: self.describe(u) for u, s in self.model.unit_statuses().items() if s.name != "active"}
             raise NotConverged(str(e).splitlines()[0], units) from None
 
+    @property
+    def _home(self) -> str:
+        return f"/proc/{os.getpid()}/fd/{self._home_network}"
+
+    def _lb_address(self) -> str:
+        """A new address on the bridge for a LoadBalancer service (called from a charm's hook)."""
+        address = frontend_address()
+        ip("addr", "add", f"{address}/32", "dev", BRIDGE, netns=self._home)
+        self.lb_addresses.append(address)
+        return address
+
+    def _add_machine(self, unit: str) -> None:
+        """A machine for a machine unit (one unit per machine), with its host name."""
+        container = self.machine.add_container(unit, MACHINE, hostname=hostname_of(unit))
+        self.hosts[unit] = SandboxHost(container, self.machine.state)
+
+    def _machine_of(self, unit: str) -> tuple[SandboxHost, pathlib.Path]:
+        """A machine unit's host, and where its agent keeps the charm's state (as /var/lib/juju does)."""
+        return self.hosts[unit], self.machine.state / unit.replace("/", "-") / "agent"
+
     def pod_name(self, unit: str) -> str:
         """A unit's name under its application's headless service, as Kubernetes' DNS answers it."""
         from ..relations.ingress import unit_host
@@ -308,7 +458,9 @@ class Cloud:
         """Every endpoint of the unit bound to its pod's address, as ``network-get`` answers in a pod."""
         meta = merged_charmcraft(charm)
         address = self.machine.address(unit)
-        endpoints = [e for kind in ("requires", "provides", "peers") for e in meta.get(kind) or {}]
+        endpoints = [
+            e for kind in ("requires", "provides", "peers", "extra-bindings") for e in meta.get(kind) or {}
+        ]
         networks = {
             testing.Network(
                 endpoint,
@@ -464,6 +616,12 @@ class Cloud:
             tail = self.machine.tail(key, name, lines)
             if tail:
                 text += [f"--- {key[1]}: {name} (last {lines} lines)", tail]
+        host = self.hosts.get(unit)
+        if host is not None:
+            for name in host.logs():
+                tail = "\n".join(host.log(name).read_text(errors="replace").splitlines()[-lines:])
+                if tail:
+                    text += [f"--- machine: service {name} (last {lines} lines)", tail]
         return "\n".join(text)
 
     def _logged(self, unit: str) -> set[tuple[tuple[str, str], str]]:
@@ -483,6 +641,8 @@ class Cloud:
         errors = []
         for step in (
             self._stack.close,
+            self.kubernetes.close,
+            self._release_lb_addresses,
             self.ingress.close if self.ingress else None,
             self.machine.cleanup,
             self.providers.cleanup,
@@ -495,3 +655,75 @@ class Cloud:
                 errors.append(f"{getattr(step, '__qualname__', step)}: {e}")
         if errors:
             raise RuntimeError("; ".join(errors))
+
+    # -- scaling (juju add-unit, remove-unit) -------------------------------------------
+
+    def add_unit(self, app: str, max_rounds: int = 12) -> str:
+        """A new unit of ``app`` with a pod of its own, settled until every unit is active; its name.
+
+        Raises :class:`NotConverged` naming each unit that is not active.
+        """
+        if app not in self.layout.apps:
+            raise LookupError(f"{app} is not one of our applications: {', '.join(self.layout.apps)}")
+        charm = self.layout.apps[app]
+
+        def pod(unit: str) -> None:
+            for name, spec in (merged_charmcraft(charm).get("containers") or {}).items():
+                self.machine.add_container(unit, name, container_storages(spec))
+                for path, source in IMAGE_FILES.get((charm, name), {}).items():
+                    self.machine.provide_image_files(unit, name, {path: self.venv / source})
+            self._bind(unit, charm)
+            self._write_cluster_dns()
+
+        unit = self.model.add_unit(app, prepare=pod)
+        self._settle_scaled(max_rounds)
+        self._reroute(app)
+        return unit
+
+    def remove_unit(self, unit: str, max_rounds: int = 12) -> None:
+        """Remove a unit: its departing hooks, then its pod, then the others settle until all are active.
+
+        Raises :class:`NotConverged` naming each unit that is not active.
+        """
+        if unit not in self.model.unit_states:
+            raise LookupError(f"no unit {unit}")
+
+        def gone(unit: str) -> None:
+            self.machine.remove_unit(unit)
+            self._seen.pop(unit, None)
+            self._write_cluster_dns()
+            self._reroute(unit.split("/")[0])
+
+        self.model.remove_unit(unit, gone=gone)
+        self._settle_scaled(max_rounds)
+
+    def _release_lb_addresses(self) -> None:
+        for address in self.lb_addresses:
+            ip("addr", "del", f"{address}/32", "dev", BRIDGE, netns=self._home)
+        self.lb_addresses.clear()
+        os.close(self._home_network)
+
+    def _write_cluster_dns(self) -> None:
+        """Every container's /etc/hosts naming every pod and machine there is now, as DNS answers."""
+        self.machine.write_hosts(
+            {
+                self.machine.address(u): [hostname_of(u) if u in self.hosts else self.pod_name(u)]
+                for u in self.machine.networks
+            }
+        )
+
+    def _reroute(self, app: str) -> None:
+        """HAProxy's backends of ``app``'s routes: its units now (HAProxy renders them from the pods)."""
+        if self.ingress is None or not any(r.app == app for r in self.ingress.routes.values()):
+            return
+        self.ingress.restart()
+        self.ingress.wait_until_up()
+
+    def _settle_scaled(self, max_rounds: int) -> None:
+        try:
+            self.model.settle(max_rounds, between_rounds=self._between_rounds, until_active=True)
+        except ServiceExited as e:
+            raise NotConverged(str(e), {e.unit: self.describe(e.unit)}) from None
+        except (AssertionError, TimeoutError) as e:
+            units = {u: self.describe(u) for u, s in self.model.unit_statuses().items() if s.name != "active"}
+            raise NotConverged(str(e).splitlines()[0], units) from None

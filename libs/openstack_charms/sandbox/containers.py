@@ -35,7 +35,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from ops import pebble
@@ -79,10 +79,13 @@ class Container:
         state: pathlib.Path,
         volumes: Mapping[str, pathlib.Path],
         network: UnitNetwork,
+        hostname: str | None = None,
     ) -> None:
         self.key = key
         self.state = state
         self.network = network
+        #: a machine's host name (in a UTS namespace of its own); ``None`` for a pod's container
+        self.hostname = hostname
         script = ["set -e"]
         for directory in OVERLAID:
             upper, work = state / "upper" / directory[1:], state / "work" / directory[1:]
@@ -95,10 +98,14 @@ class Container:
                 f"mkdir -p {shlex.quote(location)}",
                 f"mount --bind {shlex.quote(str(volume))} {shlex.quote(location)}",
             ]
+        if hostname:
+            # a machine: its name, and a sysfs of its own network (/sys/class/net: its interfaces)
+            script += [f"hostname {shlex.quote(hostname)}", "mount -t sysfs sysfs /sys"]
         # last: the volumes and upper directories above live in the host's /tmp
         script += ["mount -t tmpfs -o mode=1777 tmpfs /tmp", "echo ready", "exec sleep infinity"]
+        holder = [*HOLDER, "--uts"] if hostname else list(HOLDER)
         self.holder = subprocess.Popen(
-            ["nsenter", f"--net={network.namespace}", *HOLDER, "sh", "-c", "\n".join(script)],
+            ["nsenter", f"--net={network.namespace}", *holder, "sh", "-c", "\n".join(script)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -145,7 +152,8 @@ class Container:
     ) -> list[str]:
         """``argv`` run in this container, as ``user``:``group`` named in its own /etc/passwd."""
         ns = f"/proc/{self.holder.pid}/ns"
-        prefix = ["nsenter", f"--mount={ns}/mnt", f"--net={ns}/net", f"--wdns={working_dir}", "--"]
+        prefix = ["nsenter", f"--mount={ns}/mnt", f"--net={ns}/net", f"--wdns={working_dir}"]
+        prefix += [f"--uts={ns}/uts", "--"] if self.hostname else ["--"]
         # entering a namespace needs root: the user is taken inside, after it
         ids = [f"--reuid={user}", "--init-groups"] if user else []
         ids += [f"--regid={group}"] if group else []
@@ -159,6 +167,15 @@ class Container:
         for stream in (self.holder.stdout, self.holder.stderr):
             if stream is not None:
                 stream.close()
+
+
+@contextlib.contextmanager
+def _on_machine(network: UnitNetwork, machine: Container) -> Iterator[None]:
+    """In the machine's network, with its host name, as a machine charm's hook runs."""
+    from .machines import uts_of
+
+    with network.entered(), uts_of(machine.holder.pid):
+        yield
 
 
 class Machine:
@@ -182,8 +199,18 @@ class Machine:
 
     # containers -----------------------------------------------------------------
 
-    def add_container(self, unit: str, name: str, storages: Mapping[str, str] | None = None) -> Container:
-        """Start a unit's container, with the unit's storage volumes (storage -> location) mounted."""
+    def add_container(
+        self,
+        unit: str,
+        name: str,
+        storages: Mapping[str, str] | None = None,
+        *,
+        hostname: str | None = None,
+    ) -> Container:
+        """Start a unit's container, with the unit's storage volumes (storage -> location) mounted.
+
+        With ``hostname`` the container is a machine: a host name of its own, and its own /sys.
+        """
         unit_dir = self.state / unit.replace("/", "-")
         volumes = {}
         for storage, location in (storages or {}).items():
@@ -194,7 +221,9 @@ class Machine:
         key = (unit, name)
         if unit not in self.networks:
             self.networks[unit] = UnitNetwork(unit)
-        self.containers[key] = Container(key, unit_dir / "containers" / name, volumes, self.networks[unit])
+        self.containers[key] = Container(
+            key, unit_dir / "containers" / name, volumes, self.networks[unit], hostname
+        )
         return self.containers[key]
 
     def address(self, unit: str) -> str:
@@ -210,7 +239,12 @@ class Machine:
     def charm_runs_in(self, unit: str) -> contextlib.AbstractContextManager[None]:
         """Where the unit's charm runs: in its pod's network (``localhost`` is its workload's)."""
         network = self.networks.get(unit)
-        return network.entered() if network else contextlib.nullcontext()
+        if network is None:
+            return contextlib.nullcontext()
+        machine = next((c for (u, _), c in self.containers.items() if u == unit and c.hostname), None)
+        if machine is None:
+            return network.entered()
+        return _on_machine(network, machine)
 
     def container(self, unit_or_app: str, name: str) -> Container:
         """A container by its unit, or by its application while that has one unit."""
@@ -540,6 +574,21 @@ class Machine:
                 raise TimeoutError(f"checks still failing after {timeout} s: {sorted(pending)}")
             time.sleep(0.5)
 
+    def remove_unit(self, unit: str) -> None:
+        """A unit's pod deleted, as Kubernetes does once Juju removed the unit: services, checks, volumes."""
+        for key, name in [k for k in self.processes if k[0][0] == unit]:
+            self.stop(key, name)
+        for check in [k for k in self.checks if k[0][0] == unit]:
+            del self.checks[check]
+        for key in [k for k in self.containers if k[0] == unit]:
+            self.containers.pop(key).close()
+        network = self.networks.pop(unit, None)
+        if network is not None:
+            # a socket of this process still open in the unit's network keeps the namespace
+            gc.collect()
+            network.close()
+        shutil.rmtree(self.state / unit.replace("/", "-"), ignore_errors=True)
+
     def tail(self, key: ContainerKey, name: str, lines: int = 40) -> str:
         """The end of a service's output."""
         path = self._log(key, name)
@@ -549,6 +598,11 @@ class Machine:
         """Stop every service, end every container, remove their state; fail if any of it survived."""
         for key, name in list(self.processes):
             self.stop(key, name)
+        for container in self.containers.values():
+            if container.hostname:
+                from .machines import SandboxHost
+
+                SandboxHost(container, self.state).stop_all()
         for container in self.containers.values():
             container.close()
         for network in self.networks.values():

@@ -3,9 +3,10 @@
 ``up`` starts it in a session of its own; it moves into the sandbox's private
 network, deploys the bundle (:class:`~.cloud.Cloud`), writes each status change
 and the outcome to ``events.jsonl`` (which ``up`` prints as it comes), then
-stays: it answers ``status``, ``run`` and ``down`` on ``control.sock`` (one JSON
-request, one JSON answer) and does Pebble's work between them (services
-restarted, checks run, the charms told of checks that fail or recover).
+stays: it answers ``status``, ``run``, ``exec``, ``add-unit``, ``remove-unit`` and
+``down`` on ``control.sock`` (one JSON request, one JSON answer) and does
+Pebble's work between them (services restarted, checks run, the charms told
+of checks that fail or recover).
 
 Everything it makes is in the state directory; ``down`` removes it.
 """
@@ -99,7 +100,13 @@ def access_files(
 
 
 def run(
-    state: pathlib.Path, venv: pathlib.Path, bundle: pathlib.Path, overlays: Sequence[pathlib.Path], seed: int
+    state: pathlib.Path,
+    venv: pathlib.Path,
+    bundle: pathlib.Path,
+    overlays: Sequence[pathlib.Path],
+    seed: int,
+    machines: pathlib.Path | None = None,
+    machine_overlays: Sequence[pathlib.Path] = (),
 ) -> None:
     """Deploy, report, then serve until ``down``."""
     started = time.monotonic()
@@ -107,7 +114,7 @@ def run(
     events = Events(state / EVENTS, started)
     try:
         enter_private_network()
-        layout = read_bundle(bundle, overlays)
+        layout = read_bundle(bundle, overlays, machines, machine_overlays)
         cloud = Cloud(state, venv, layout, report=events.line, seed=seed)
     except Exception as e:
         events.write(
@@ -169,11 +176,24 @@ def _answer(cloud: Cloud, request: Mapping[str, Any]) -> dict[str, Any]:
                 str(request["unit"]), str(request["action"]), request.get("params") or {}
             )
             return {"ok": True, "results": results}
+        if command == "add-unit":
+            unit = cloud.add_unit(str(request["app"]))
+            return {"ok": True, "unit": unit, "units": [dataclasses.asdict(row) for row in cloud.statuses()]}
+        if command == "remove-unit":
+            cloud.remove_unit(str(request["unit"]))
+            return {"ok": True, "units": [dataclasses.asdict(row) for row in cloud.statuses()]}
         if command == "exec":
             code, out, err = cloud.execute(
                 str(request["unit"]), str(request["container"]), [str(a) for a in request["argv"]]
             )
             return {"ok": True, "code": code, "stdout": out, "stderr": err}
+    except NotConverged as e:
+        return {
+            "ok": False,
+            "error": f"not every unit is active: {e.reason}",
+            "units": [dataclasses.asdict(row) for row in cloud.statuses()],
+            "details": e.units,
+        }
     except Exception as e:
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
     return {"ok": False, "error": f"unknown command {command!r}"}

@@ -142,9 +142,10 @@ def enter_private_network() -> None:
             asyncio.run_coroutine_threadsafe(start, loop).result(10)
 
 
-def ip(*argv: str, netns_of: int | None = None) -> None:
-    """Run ``ip`` (in ``netns_of``'s network namespace when given); raise with its error."""
-    prefix = ["nsenter", f"--net=/proc/{netns_of}/ns/net"] if netns_of else []
+def ip(*argv: str, netns_of: int | None = None, netns: str | None = None) -> None:
+    """Run ``ip`` (in ``netns_of``'s network namespace, or the namespace file ``netns``); raise its error."""
+    where = netns or (f"/proc/{netns_of}/ns/net" if netns_of else None)
+    prefix = ["nsenter", f"--net={where}"] if where else []
     done = subprocess.run([*prefix, "ip", *argv], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"ip {shlex.join(argv)}: {done.stderr.strip()}")

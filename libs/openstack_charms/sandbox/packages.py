@@ -41,6 +41,8 @@ class Source:
 
 VENV = Source()
 OVN_CENTRAL = Source(("ovn-central", "ovn-common", "openvswitch-common"))
+# ovsdb-server and ovsdb-client are openvswitch-common's in Debian 12; a relay gets its schema from its source
+OVN_RELAY = Source(("openvswitch-common",))
 
 #: image (without its tag) -> what stands in for it here
 IMAGES: Mapping[str, Source] = {
@@ -51,6 +53,15 @@ IMAGES: Mapping[str, Source] = {
     "quay.io/openstack.kolla/ovn-nb-db-server": OVN_CENTRAL,
     "quay.io/openstack.kolla/ovn-sb-db-server": OVN_CENTRAL,
     "quay.io/openstack.kolla/ovn-northd": OVN_CENTRAL,
+    "quay.io/openstack.kolla/ovn-sb-db-relay": OVN_RELAY,
+}
+
+
+#: what a machine charm's apt package is stood in by here: Ubuntu's package -> Debian's, at their
+#: pins above (whatever version the charm pinned: Ubuntu's versions are not in Debian's archive)
+MACHINE_PACKAGES: Mapping[str, tuple[str, ...]] = {
+    "openvswitch-switch": ("openvswitch-switch", "openvswitch-common"),
+    "ovn-host": ("ovn-host", "ovn-common"),
 }
 
 

@@ -104,13 +104,18 @@ def load_charm_class(charm: str) -> type[ops.CharmBase]:
 
 
 def charm_context(
-    charm: str, *, root: pathlib.Path | Callable[[], pathlib.Path] | None = None, **kwargs: Any
+    charm: str,
+    *,
+    root: pathlib.Path | Callable[[], pathlib.Path] | None = None,
+    machine_of: Callable[[str], tuple[Any, pathlib.Path]] | None = None,
+    **kwargs: Any,
 ) -> testing.Context[Any]:
     """An ops.testing Context for ``charm`` with its merged metadata.
 
     A machine charm runs on a fake host (``ctx.host``, see :mod:`.host`) whose
     files live under ``root`` (or the directory ``root()`` gives at each run),
-    so nothing on the test machine is touched.
+    so nothing on the test machine is touched; or, with ``machine_of``, on the
+    host backend and state directory it gives for the unit (the sandbox's machines).
     """
     meta = merged_charmcraft(charm)
     # ops.testing refuses config and actions both inside meta and beside it
@@ -119,7 +124,11 @@ def charm_context(
     host = None
     from ..machine import MachineCharm
 
-    if issubclass(charm_class, MachineCharm):
+    if issubclass(charm_class, MachineCharm) and machine_of is not None:
+        from .host import on_host
+
+        charm_class = on_host(charm_class, machine_of)
+    elif issubclass(charm_class, MachineCharm):
         from .host import on_fake_host
 
         if root is None:

@@ -28,6 +28,7 @@ from ..host import Completed, HostError, Stat
 from ..plan import Command, Snap
 
 if TYPE_CHECKING:
+    from ..host import HostBackend
     from ..machine import MachineCharm
 
 #: an answer to a command: its exit code, output and error output
@@ -247,6 +248,23 @@ def on_fake_host(
     return OnFakeHost, None if callable(root) else host_of(root)
 
 
+def on_host(
+    charm_class: type[MachineCharm[Any, Any]], machine_of: Callable[[str], tuple[HostBackend, pathlib.Path]]
+) -> type[MachineCharm[Any, Any]]:
+    """``charm_class`` on the machine ``machine_of(unit name)`` gives: its backend and state directory."""
+
+    class OnHost(charm_class):  # type: ignore[valid-type,misc]
+        def host_backend(self) -> HostBackend:
+            return machine_of(self.unit.name)[0]
+
+        @property
+        def state_dir(self) -> pathlib.Path:
+            return machine_of(self.unit.name)[1]
+
+    OnHost.__name__ = charm_class.__name__
+    return OnHost
+
+
 def host_commands(host: FakeHost | None) -> list[tuple[str, ...]]:
     """The commands run on a fake host so far."""
     return [call[1:] for call in (host.calls if host else []) if call[:1] == ("run",)]
@@ -254,6 +272,4 @@ def host_commands(host: FakeHost | None) -> list[tuple[str, ...]]:
 
 if TYPE_CHECKING:
     # pyright proves the fake keeps up with the protocol it stands in for
-    from ..host import HostBackend
-
     _backend: type[HostBackend] = FakeHost

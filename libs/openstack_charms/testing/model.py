@@ -7,7 +7,10 @@ side's input, round after round, until no databag changes: a unit sees its
 application's databags as the leader last left them, every unit of the other
 side (``remote_units_data``), and, on the peer relation, the other units of its
 own application (``peers_data``). Only a leader may change an application
-databag; a follower that does is an error.
+databag; a follower that does is an error. Units are added and removed as
+``juju add-unit`` and ``remove-unit`` do (:meth:`SimulatedModel.add_unit`,
+:meth:`SimulatedModel.remove_unit`), with the hooks Juju runs on every unit
+concerned; a leader removed hands over to the lowest-numbered unit left.
 
 The other side of a relation with a charm we do not write is answered by a
 *responder*: given the request our charm wrote, it returns the relation as
@@ -24,7 +27,7 @@ import collections
 import contextlib
 import dataclasses
 import pathlib
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from ops import testing
@@ -106,8 +109,11 @@ class SimulatedModel:
         live: Collection[str] = (),
         charm_runs_in: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
         observer: Callable[[str, str, testing.State], None] | None = None,
+        machine_of: Callable[[str], tuple[Any, pathlib.Path]] | None = None,
     ) -> None:
         self.apps = dict(apps)
+        #: a machine charm's unit -> its host backend and state directory (default: a fake host)
+        self.machine_of = machine_of
         self.model_name = model
         #: told of every hook run: (unit, hook, the state it left)
         self.observer = observer
@@ -142,34 +148,44 @@ class SimulatedModel:
         self._asked: dict[int, object] = {}
         #: (app, peer endpoint) -> the peer relation's id, the same for every unit
         self.peer_ids: dict[tuple[str, str], int] = {}
+        self._root = root
+        self._config = {app: dict(values) for app, values in (config or {}).items()}
+        #: app -> the number of its next unit (Juju never gives a unit's number again)
+        self.next_number = {app: len(units) for app, units in self.units.items()}
         for app, charm in self.apps.items():
-            meta = merged_charmcraft(charm)
-            for endpoint in meta.get("peers") or {}:
+            for endpoint in merged_charmcraft(charm).get("peers") or {}:
                 self.peer_ids[(app, endpoint)] = len(self.peer_ids) + 1
             for n, unit in enumerate(self.units[app]):
-                self.contexts[unit] = charm_context(charm, app_name=app, unit_id=n)
-                self.unit_states[unit] = testing.State(
-                    leader=n == 0,
-                    model=testing.Model(name=model),
-                    config=dict((config or {}).get(app, {})),
-                    relations=[
-                        testing.PeerRelation(p, id=self.peer_ids[(app, p)]) for p in meta.get("peers") or {}
-                    ],
-                    containers=[
-                        container(
-                            c,
-                            root / unit.replace("/", "-"),
-                            container_storages(spec),
-                            execs={testing.Exec([], stdout="")},
-                        )
-                        for c, spec in (meta.get("containers") or {}).items()
-                    ],
-                    storages=[testing.Storage(s) for s in meta.get("storage") or {}],
-                )
+                self._new_unit(unit, leader=n == 0)
         if len(self.peer_ids) >= FIRST_LINK_ID:
             raise ValueError("too many peer relations")
 
     # -- units ---------------------------------------------------------------------
+
+    def _new_unit(self, unit: str, *, leader: bool) -> None:
+        """A unit's context and first state: its config, peer relations, containers and storage."""
+        app = self._app(unit)
+        charm = self.apps[app]
+        meta = merged_charmcraft(charm)
+        self.contexts[unit] = charm_context(
+            charm, app_name=app, unit_id=self._number(unit), machine_of=self.machine_of
+        )
+        self.unit_states[unit] = testing.State(
+            leader=leader,
+            model=testing.Model(name=self.model_name),
+            config=dict(self._config.get(app, {})),
+            relations=[testing.PeerRelation(p, id=self.peer_ids[(app, p)]) for p in meta.get("peers") or {}],
+            containers=[
+                container(
+                    c,
+                    self._root / unit.replace("/", "-"),
+                    container_storages(spec),
+                    execs={testing.Exec([], stdout="")},
+                )
+                for c, spec in (meta.get("containers") or {}).items()
+            ],
+            storages=[testing.Storage(s) for s in meta.get("storage") or {}],
+        )
 
     def _unit(self, app_or_unit: str) -> str:
         return app_or_unit if "/" in app_or_unit else self.units[app_or_unit][0]
@@ -430,3 +446,154 @@ class SimulatedModel:
             waiting = [statuses[u] for u in units if statuses[u].name != "active"]
             result[app] = waiting[0] if waiting else statuses[units[0]]
         return result
+
+    # -- scaling (juju add-unit, remove-unit) ------------------------------------------
+
+    def add_unit(self, app: str, *, prepare: Callable[[str], None] | None = None) -> str:
+        """A new unit of ``app``, as ``juju add-unit`` makes it: its name, after its first hooks.
+
+        It runs install, config-changed, start and pebble-ready of each container (no
+        leader-elected: it does not lead), then created, joined (each remote unit) and
+        changed of the peer relation and of every other; the other units of ``app`` and
+        those of our applications related to it get joined and changed for it.
+        ``prepare`` runs before its first hook (the sandbox makes its pod there). The
+        model settles with :meth:`settle`.
+        """
+        unit = f"{app}/{self.next_number[app]}"
+        self.next_number[app] += 1
+        self._new_unit(unit, leader=False)
+        self.units[app].append(unit)
+        if prepare is not None:
+            prepare(unit)
+        for event in ("install", "config_changed", "start"):
+            self.run(unit, lambda ctx, event=event: getattr(ctx.on, event)())
+        for name in [c.name for c in self.unit_states[unit].containers]:
+            self.run(
+                unit,
+                lambda ctx, name=name: ctx.on.pebble_ready(
+                    next(c for c in self.input_state(unit).containers if c.name == name)
+                ),
+            )
+        for relation in self.input_state(unit).relations:
+            remotes = self.remote_units(relation)
+            self._relation_event(unit, relation.id, "created")
+            for remote in remotes:
+                self._relation_event(unit, relation.id, "joined", remote_unit=remote)
+            if remotes:
+                self._relation_event(unit, relation.id, "changed", remote_unit=remotes[0])
+        number = self._number(unit)
+        for other, relation_id in self._hearing_of(unit):
+            self._relation_event(other, relation_id, "joined", remote_unit=number)
+            self._relation_event(other, relation_id, "changed", remote_unit=number)
+        return unit
+
+    def remove_unit(self, unit: str, *, gone: Callable[[str], None] | None = None) -> None:
+        """Remove a unit as ``juju remove-unit`` does.
+
+        The unit gets relation-departed for each remote unit of every relation (itself
+        departing), relation-broken of each, stop and remove; then it is gone (``gone``
+        runs: the sandbox deletes its pod there, as Kubernetes does once the unit is
+        dead) and the other units of its application, and those of our applications
+        related to it, get relation-departed for it. A leader removed hands leadership to
+        the lowest-numbered unit left, which gets leader-elected. The model settles with
+        :meth:`settle`.
+        """
+        app = self._app(unit)
+        if unit not in self.units.get(app, []):
+            raise KeyError(f"no unit {unit}")
+        if len(self.units[app]) == 1:
+            raise ValueError(f"{unit} is the last unit of {app}: the model keeps at least one")
+        number = self._number(unit)
+        hearing = self._hearing_of(unit)
+        for relation in self.input_state(unit).relations:
+            for remote in self.remote_units(relation):
+                self._relation_event(unit, relation.id, "departed", remote_unit=remote, departing=unit)
+        for relation in self.input_state(unit).relations:
+            self._relation_event(unit, relation.id, "broken")
+        self.run(unit, lambda ctx: ctx.on.stop())
+        self.run(unit, lambda ctx: ctx.on.remove())
+        led = self.leader(app) == unit
+        self.units[app].remove(unit)
+        last = self.unit_states.pop(unit)
+        del self.contexts[unit]
+        for key in [k for k in self.seen if k[0] == unit]:
+            del self.seen[key]
+        if led:
+            self._hand_over(last, self.leader(app))
+        if gone is not None:
+            gone(unit)
+        for other, relation_id in hearing:
+            self._relation_event(other, relation_id, "departed", remote_unit=number, departing=unit)
+        if led:
+            self.run(self.leader(app), lambda ctx: ctx.on.leader_elected())
+
+    def _hearing_of(self, unit: str) -> list[tuple[str, int]]:
+        """The other units of ours that see ``unit`` as a remote unit, with the relation they see it on."""
+        app = self._app(unit)
+        found = [
+            (u, relation_id)
+            for (a, _), relation_id in self.peer_ids.items()
+            if a == app
+            for u in self.units[a]
+        ]
+        found += [
+            (u, link.id)
+            for link in self.links
+            if link.other_is_ours and link.other.app == app
+            for u in self.units[link.ours.app]
+        ]
+        return [(u, relation_id) for u, relation_id in found if u != unit]
+
+    def _hand_over(self, last: testing.State, leader: str) -> None:
+        """``leader`` leads now: the application's databags and secrets are as the last leader left them."""
+        state = self.unit_states[leader]
+        relations = []
+        for relation in state.relations:
+            before = next((r for r in last.relations if r.id == relation.id), None)
+            if before is not None:
+                relation = dataclasses.replace(relation, local_app_data=dict(before.local_app_data))
+            relations.append(relation)
+        secrets = [s for s in last.secrets if s.owner == "app"] + [
+            s for s in state.secrets if s.owner != "app"
+        ]
+        self.unit_states[leader] = dataclasses.replace(
+            state, leader=True, relations=relations, secrets=secrets
+        )
+
+    def _relation_event(
+        self, unit: str, relation_id: int, kind: str, *, remote_unit: int | None = None, departing: str = ""
+    ) -> None:
+        """relation-<kind> of one relation on ``unit``, made from what the unit sees now."""
+        relation = self.input_state(unit).get_relation(relation_id)
+        on = self.contexts[unit].on
+        if kind == "departed":
+            event = on.relation_departed(
+                relation, remote_unit=remote_unit, departing_unit=self._number(departing)
+            )
+        elif kind in ("joined", "changed"):
+            event = getattr(on, f"relation_{kind}")(relation, remote_unit=remote_unit)
+        else:
+            event = getattr(on, f"relation_{kind}")(relation)
+        with _departing(departing) if departing else contextlib.nullcontext():
+            self.run(unit, lambda _ctx: event)
+
+
+@contextlib.contextmanager
+def _departing(unit: str) -> Iterator[None]:
+    """Hooks run with ``unit`` as the departing unit (JUJU_DEPARTING_UNIT).
+
+    ops.testing names it after the relation's remote application, and names the remote
+    unit instead for unit number 0: wrong on the departing unit's own side.
+    """
+    from scenario import _runtime
+
+    original = _runtime.Runtime._get_event_env
+
+    def env(self: Any, state: testing.State, event: Any, charm_root: pathlib.Path) -> dict[str, str]:
+        return {**original(self, state, event, charm_root), "JUJU_DEPARTING_UNIT": unit}
+
+    _runtime.Runtime._get_event_env = env
+    try:
+        yield
+    finally:
+        _runtime.Runtime._get_event_env = original

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import pathlib
 import shlex
+from collections.abc import Sequence
 from typing import Any
 
 import ops
@@ -198,9 +199,26 @@ def test_a_founder_gone_from_the_peers_is_waited_for(tmp_path: pathlib.Path) -> 
     )
 
 
+def listing(units: Sequence[int]) -> set[testing.Exec]:
+    """Each server's ``cluster/status`` listing ``units`` as members."""
+    execs = {testing.Exec([], stdout="")}
+    for name, port in (("ovnnb_db", 6643), ("ovnsb_db", 6644)):
+        servers = "".join(f"    {n:04x} ({n:04x} at ssl:{pod(n)}:{port})\n" for n in units)
+        execs.add(
+            testing.Exec(["ovs-appctl", "-t", f"/run/ovn/{name}.ctl", "cluster/status"], stdout=servers)
+        )
+    return execs
+
+
+def with_members(base: testing.State, units: Sequence[int]) -> testing.State:
+    return dataclasses.replace(
+        base, containers=[dataclasses.replace(c, execs=listing(units)) for c in base.containers]
+    )
+
+
 def test_the_leader_kicks_units_that_left_and_records_members(ctx: testing.Context[Any]) -> None:
     peer_app = {"members": json.dumps(["ovn-central/0", "ovn-central/1", "ovn-central/2"])}
-    out = ctx.run(ctx.on.config_changed(), state(peers={1: {}}, peer_app=peer_app))
+    out = ctx.run(ctx.on.config_changed(), with_members(state(peers={1: {}}, peer_app=peer_app), [0, 1, 2]))
     assert out.unit_status == testing.ActiveStatus()
     kicks = [c for c in executed(ctx, "ovn-nb-db-server") if "cluster/kick" in c]
     assert kicks == [
@@ -216,6 +234,15 @@ def test_the_leader_kicks_units_that_left_and_records_members(ctx: testing.Conte
     again = ctx.run(ctx.on.update_status(), out)
     assert not [c for h in ctx.exec_history.values() for c in h if "cluster/kick" in c.command]
     assert again.unit_status == testing.ActiveStatus()
+
+
+def test_the_leader_does_not_kick_a_unit_that_already_left(ctx: testing.Context[Any]) -> None:
+    # kicking a server no longer a member made the leader's own server leave the cluster (OVS 3.1)
+    peer_app = {"members": json.dumps(["ovn-central/0", "ovn-central/1"])}
+    out = ctx.run(ctx.on.config_changed(), with_members(state(peers={}, peer_app=peer_app), [0]))
+    assert out.unit_status == testing.ActiveStatus()
+    assert not [c for h in ctx.exec_history.values() for c in h if "cluster/kick" in c.command]
+    assert json.loads(out.get_relations("peers")[0].local_app_data["members"]) == ["ovn-central/0"]
 
 
 def test_a_unit_being_removed_leaves_both_clusters(tmp_path: pathlib.Path) -> None:
