@@ -668,6 +668,8 @@ class Cloud:
         charm = self.layout.apps[app]
 
         def pod(unit: str) -> None:
+            if app in self.layout.machines:
+                self._add_machine(unit)
             for name, spec in (merged_charmcraft(charm).get("containers") or {}).items():
                 self.machine.add_container(unit, name, container_storages(spec))
                 for path, source in IMAGE_FILES.get((charm, name), {}).items():
@@ -690,6 +692,7 @@ class Cloud:
 
         def gone(unit: str) -> None:
             self.machine.remove_unit(unit)
+            self.hosts.pop(unit, None)
             self._seen.pop(unit, None)
             self._write_cluster_dns()
             self._reroute(unit.split("/")[0])

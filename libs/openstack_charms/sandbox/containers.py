@@ -581,7 +581,13 @@ class Machine:
         for check in [k for k in self.checks if k[0][0] == unit]:
             del self.checks[check]
         for key in [k for k in self.containers if k[0] == unit]:
-            self.containers.pop(key).close()
+            container = self.containers.pop(key)
+            if container.hostname:
+                from .machines import SandboxHost
+
+                # a machine's services: stopped as its shutdown stops them
+                SandboxHost(container, self.state).stop_all()
+            container.close()
         network = self.networks.pop(unit, None)
         if network is not None:
             # a socket of this process still open in the unit's network keeps the namespace
