@@ -447,8 +447,8 @@ def test_offer_of_a_missing_endpoint_is_caught(docs: list[dict[str, Any]]):
 
 COMBINATIONS = overlay_combinations()
 API_APPS = ("keystone", "glance", "placement", "neutron")
-#: what the HA overlay runs three units of: every API, and the OVN raft cluster
-HA_APPS = (*API_APPS, "ovn-central")
+#: what the HA overlay runs three units of: every API, the OVN raft cluster and its relays
+HA_APPS = (*API_APPS, "ovn-central", "ovn-relay")
 
 
 def overlay_docs(combo: tuple[pathlib.Path, ...]) -> list[dict[str, Any]]:

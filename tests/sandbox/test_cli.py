@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from openstack_charms.testing import REPO
@@ -258,6 +259,7 @@ def test_three_keystones_behind_haproxy_survive_one_that_hangs(state: pathlib.Pa
     token = json.loads(client(openstack, "--os-cloud", "sandbox", "token", "issue", "-f", "json"))
     assert token["id"]
     _three_ovn_centrals_keep_answering_with_one_stopped(state)
+    _a_floating_ip_through_three_neutrons_lands_in_the_cluster(state, openstack)
     what = made(state)
     down = sandbox(state, "down", timeout=300)
     assert down.returncode == 0
@@ -304,6 +306,49 @@ def _three_ovn_centrals_keep_answering_with_one_stopped(state: pathlib.Path) -> 
         state, "ovn-central/2", f"ssl:{addresses['ovn-central/2']}:6641", "--no-leader-only", "show"
     )
     assert "ha-net-2" in shown
+
+
+def _a_floating_ip_through_three_neutrons_lands_in_the_cluster(state: pathlib.Path, openstack: str) -> None:
+    def osc(*args: str) -> Any:
+        return json.loads(client(openstack, "--os-cloud", "sandbox", *args, "-f", "json"))
+
+    def run(*args: str) -> None:
+        client(openstack, "--os-cloud", "sandbox", *args)
+
+    ext = osc("network", "create", "--external", "--provider-network-type", "flat",
+              "--provider-physical-network", "physnet1", "ha-ext")  # fmt: skip
+    run(
+        "subnet",
+        "create",
+        "--network",
+        "ha-ext",
+        "--subnet-range",
+        "203.0.113.0/24",
+        "--no-dhcp",
+        "ha-ext-sub",
+    )
+    osc("network", "create", "ha-private")
+    run("subnet", "create", "--network", "ha-private", "--subnet-range", "10.98.0.0/24", "ha-sub")
+    router = osc("router", "create", "ha-router")
+    run("router", "set", "--external-gateway", ext["id"], "ha-router")
+    run("router", "add", "subnet", "ha-router", "ha-sub")
+    port = osc("port", "create", "--network", "ha-private", "ha-port")
+    fip = osc("floating", "ip", "create", ext["id"])
+    run("floating", "ip", "set", "--port", port["id"], fip["floating_ip_address"])
+    # read through another member of the raft cluster than the one neutron may have written to
+    done = sandbox(state, "status", timeout=120)
+    address = next(f[3] for line in done.stdout.splitlines()[1:] if (f := line.split())[1] == "ovn-central/2")
+    nat = _nbctl(state, "ovn-central/2", f"ssl:{address}:6641", "--no-leader-only", "lr-nat-list",
+                 f"neutron-{router['id']}")  # fmt: skip
+    rows = [line.split() for line in nat.splitlines()[1:]]
+    port_ip = port["fixed_ips"][0]["ip_address"]
+    assert any(r[0] == "dnat_and_snat" and fip["floating_ip_address"] in r and port_ip in r for r in rows), (
+        nat
+    )
+    # and the gateway chassis, behind three relays, still reaches the southbound database
+    connected = sandbox(state, "exec", "ovn-chassis/0", "machine", "--", "ovn-appctl", "-t", "ovn-controller",
+                        "connection-status")  # fmt: skip
+    assert connected.stdout.strip() == "connected", connected
 
 
 def test_with_the_tls_overlay_every_catalog_url_is_https_and_verified(state: pathlib.Path) -> None:

@@ -81,7 +81,7 @@ def test_overlays_are_merged_as_juju_merges_them() -> None:
         "glance": 3,
         "placement": 3,
         "ovn-central": 3,
-        "ovn-relay": 1,
+        "ovn-relay": 3,
         "neutron": 3,
     }
     assert layout.tls_proxies == layout.verifying_proxies == {"traefik-public", "traefik-internal"}
