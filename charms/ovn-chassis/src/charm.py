@@ -20,9 +20,11 @@ Design, and why:
   the host name to localhost would name every chassis alike). It is also written to
   ``/etc/openvswitch/system-id.conf``, which Open vSwitch applies again at every start instead
   of the random id its package made.
-- **No metadata agent**: neutron-ovn-metadata-agent cannot serve guests without nova's metadata
-  address and shared secret, which come with the compute charm; it joins this plan then, and
-  until then the status says so.
+- **No metadata agent here**: neutron-ovn-metadata-agent serves the guests of a hypervisor, with
+  nova's metadata address and shared secret, which nova grants to the hypervisor application
+  over ``nova-service``; the hypervisor charm on the same machine runs it, beside nova-compute.
+  A gateway node has no guests and needs none, and the secret is not shared with a second
+  application.
 """
 
 from __future__ import annotations
@@ -392,7 +394,6 @@ class OVNChassisCharm(MachineCharm[ChassisConfig, ChassisContext]):
         notes = [f"chassis {ctx.hostname}" + (", gateway" if ctx.config.enable_chassis_as_gw else "")]
         if ctx.ovsdb is not None and ctx.ovsdb.protocol == "tcp":
             notes.append("southbound over plain TCP")
-        notes.append("no metadata agent (needs nova)")
         return "; ".join(notes)
 
 

@@ -19,7 +19,6 @@ LB = "10.27.5.1"
 OVN_HOST = "/etc/default/ovn-host"
 PINS = {"openvswitch-switch": "3.3.9-0ubuntu0.24.04.1", "ovn-host": "24.03.6-0ubuntu0.24.04.1"}
 TLS_DIR = "/etc/ovn/tls"
-NO_METADATA = "no metadata agent (needs nova)"
 VSCTL = ("ovs-vsctl", "--no-wait", "--timeout=30")
 BR_INT = (
     "--",
@@ -194,7 +193,7 @@ def test_invalid_config_is_blocked_naming_the_option(
 def test_packages_are_installed_at_their_pins_and_the_services_run(ctx: testing.Context[Any]) -> None:
     out = ctx.run(ctx.on.config_changed(), state())
     assert out.unit_status == testing.ActiveStatus(
-        f"chassis {HOSTNAME}; southbound over plain TCP; {NO_METADATA}"
+        f"chassis {HOSTNAME}; southbound over plain TCP"
     )
     host = host_of(ctx)
     assert [c for c in host.calls if c[0] == "apt"] == [("apt", name, pin) for name, pin in PINS.items()]
@@ -232,7 +231,7 @@ def test_a_gateway_with_provider_bridges_on_the_userspace_datapath(ctx: testing.
     }
     out = ctx.run(ctx.on.config_changed(), state(config=config))
     assert out.unit_status == testing.ActiveStatus(
-        f"chassis {HOSTNAME}, gateway; southbound over plain TCP; {NO_METADATA}"
+        f"chassis {HOSTNAME}, gateway; southbound over plain TCP"
     )
     ids = default_ids(
         ovn_encap_type="vxlan",
@@ -270,7 +269,7 @@ def test_turning_the_gateway_off_removes_it(ctx: testing.Context[Any]) -> None:
         ctx.on.config_changed(), dataclasses.replace(on, config={**gateway, "enable-chassis-as-gw": False})
     )
     assert off.unit_status == testing.ActiveStatus(
-        f"chassis {HOSTNAME}; southbound over plain TCP; {NO_METADATA}"
+        f"chassis {HOSTNAME}; southbound over plain TCP"
     )
     (argv,) = host_commands(host)
     assert argv[argv.index("remove") - 1 :] == (
@@ -304,7 +303,7 @@ def test_a_port_moved_to_another_bridge_leaves_the_old_one(ctx: testing.Context[
 def test_tls_to_the_southbound_database(ctx: testing.Context[Any]) -> None:
     fixtures = (relay(protocol=None), certificates_fixture(app=CHARM), ca_fixture())
     out = ctx.run(ctx.on.config_changed(), state(*fixtures, model=testing.Model(name="openstack")))
-    assert out.unit_status == testing.ActiveStatus(f"chassis {HOSTNAME}; {NO_METADATA}")
+    assert out.unit_status == testing.ActiveStatus(f"chassis {HOSTNAME}")
     host = host_of(ctx)
     cert, key, ca = (f"{TLS_DIR}/{name}.pem" for name in ("cert", "key", "ca"))
     assert host.read_text(cert).startswith("-----BEGIN CERTIFICATE-----")
