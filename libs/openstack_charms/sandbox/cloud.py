@@ -32,7 +32,7 @@ from ..testing.model import SimulatedModel
 from .containers import CheckChange, Machine, ServiceExited
 from .kubernetes import LIMITS as KUBERNETES_LIMITS
 from .kubernetes import Kubernetes, real_kubernetes
-from .machines import MACHINE, SandboxHost, hostname_of
+from .machines import MACHINE, SandboxHost, hostname_of, under_tmp
 from .network import BRIDGE, GATEWAY, frontend_address, ip
 from .packages import MACHINE_PACKAGES, UnknownImage, image_source
 from .pebble import real_pebble
@@ -441,7 +441,7 @@ class Cloud:
 
     def _add_machine(self, unit: str) -> None:
         """A machine for a machine unit (one unit per machine), with its host name."""
-        container = self.machine.add_container(unit, MACHINE, hostname=hostname_of(unit))
+        container = self.machine.add_container(unit, MACHINE, hostname=hostname_of(unit), keep=under_tmp())
         self.hosts[unit] = SandboxHost(container, self.machine.state)
 
     def _machine_of(self, unit: str) -> tuple[SandboxHost, pathlib.Path]:

@@ -80,6 +80,7 @@ class Container:
         volumes: Mapping[str, pathlib.Path],
         network: UnitNetwork,
         hostname: str | None = None,
+        keep: Sequence[str] = (),
     ) -> None:
         self.key = key
         self.state = state
@@ -101,8 +102,15 @@ class Container:
         if hostname:
             # a machine: its name, and a sysfs of its own network (/sys/class/net: its interfaces)
             script += [f"hostname {shlex.quote(hostname)}", "mount -t sysfs sysfs /sys"]
+        # what must stay visible under the container's own /tmp is set aside, then put back on it
+        for i, path in enumerate(keep):
+            script += [f"mkdir /run/.keep{i}", f"mount --bind {shlex.quote(path)} /run/.keep{i}"]
         # last: the volumes and upper directories above live in the host's /tmp
-        script += ["mount -t tmpfs -o mode=1777 tmpfs /tmp", "echo ready", "exec sleep infinity"]
+        script.append("mount -t tmpfs -o mode=1777 tmpfs /tmp")
+        for i, path in enumerate(keep):
+            script += [f"mkdir -p {shlex.quote(path)}", f"mount --move /run/.keep{i} {shlex.quote(path)}"]
+            script.append(f"rmdir /run/.keep{i}")
+        script += ["echo ready", "exec sleep infinity"]
         holder = [*HOLDER, "--uts"] if hostname else list(HOLDER)
         self.holder = subprocess.Popen(
             ["nsenter", f"--net={network.namespace}", *holder, "sh", "-c", "\n".join(script)],
@@ -206,10 +214,12 @@ class Machine:
         storages: Mapping[str, str] | None = None,
         *,
         hostname: str | None = None,
+        keep: Sequence[str] = (),
     ) -> Container:
         """Start a unit's container, with the unit's storage volumes (storage -> location) mounted.
 
         With ``hostname`` the container is a machine: a host name of its own, and its own /sys.
+        ``keep``: host directories under /tmp it still sees (its own /tmp hides the host's).
         """
         unit_dir = self.state / unit.replace("/", "-")
         volumes = {}
@@ -222,7 +232,7 @@ class Machine:
         if unit not in self.networks:
             self.networks[unit] = UnitNetwork(unit)
         self.containers[key] = Container(
-            key, unit_dir / "containers" / name, volumes, self.networks[unit], hostname
+            key, unit_dir / "containers" / name, volumes, self.networks[unit], hostname, keep
         )
         return self.containers[key]
 

@@ -54,6 +54,16 @@ _libc = ctypes.CDLL(None, use_errno=True)
 LIBS = pathlib.Path(__file__).resolve().parents[2]
 
 
+def under_tmp() -> list[str]:
+    """What the machine's service manager runs from (this Python, the library) when it lives in /tmp.
+
+    A machine has a /tmp of its own, as a pod's containers do; a checkout (and its tox venvs)
+    in the host's /tmp must still be seen there, at the same paths.
+    """
+    paths = {pathlib.Path(sys.prefix).resolve(), LIBS}
+    return sorted(str(p) for p in paths if p.is_relative_to("/tmp"))
+
+
 def hostname_of(unit: str) -> str:
     """The host name of the machine a unit runs on (Juju names machines; one machine per unit here)."""
     return "machine-" + unit.replace("/", "-")
