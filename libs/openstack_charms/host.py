@@ -26,6 +26,12 @@ not the applier's: on a machine they are the charm's own (update-status), and
 a check's ``restarts`` is not acted on (the unit's ``Restart=`` restarts a
 service that exits; one that hangs is the charm's to find).
 
+Apt repositories (:class:`~openstack_charms.plan.AptRepository`) come before
+any package: their keyring packages are installed, their source files
+written like any declared file, and ``apt-get update`` run once when one of
+them changed (or a source was dropped), and again in the next hook while it
+has not succeeded.
+
 Everything that touches the machine goes through a :class:`HostBackend`:
 :class:`SystemHost` is the real one; ``openstack_charms.testing.host.FakeHost``
 stands in for it in unit tests. Services are managed by :class:`SystemdServices`
@@ -44,9 +50,10 @@ import shlex
 import stat
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from .plan import HOST, Applier, Apt, Command, Directory, File, Service, Snap, Workload, _digest
+from .plan import APT_SOURCES, HOST, Applier, Apt, Command, Directory, File, Service, Snap, Workload, _digest
 from .status import Blocked, Waiting
 
 logger = logging.getLogger(__name__)
@@ -210,6 +217,8 @@ class HostApplier:
         self.state_dir = pathlib.Path(state_dir)
         self.manifest_path = self.state_dir / "manifest.json"
         self.backend: HostBackend = backend if backend is not None else SystemHost(self.state_dir)
+        #: the repositories' source and key files, written before any package is installed
+        self._sources: tuple[File, ...] = tuple(f for r in workload.repositories for f in r.files())
         written = {f.path for f in workload.files}
         # a service declared with a command needs a unit, unless the charm writes its own
         self._files: tuple[File, ...] = (
@@ -281,6 +290,8 @@ class HostApplier:
             "started": list(old.get("started") or []),
             "pending": list(old.get("pending") or []),
         }
+        if old.get("apt-update"):
+            new["apt-update"] = True
         done = False
         try:
             acted = self._apply(old, new, start=start)
@@ -296,6 +307,7 @@ class HostApplier:
                 self.record()
 
     def _apply(self, old: dict[str, Any], new: dict[str, Any], *, start: bool) -> set[str]:
+        self._repositories(old, new)
         self._install(new["packages"])
         old_dirs: dict[str, Any] = old.get("dirs") or {}
         for d in self.workload.directories:
@@ -314,7 +326,9 @@ class HostApplier:
                 pending |= set(names) if f.restarts is None else set(f.restarts)
                 new["pending"] = sorted(pending)
                 reload |= f.path.startswith(CHARM_UNITS + "/")
-        for stale in sorted(set(old_files) - {f.path for f in self._files}):
+        declared = {f.path for f in (*self._files, *self._sources)}
+        # a dropped repository's source is gone already (its own step removed it)
+        for stale in sorted(set(new["files"]) - declared):
             self.backend.remove(stale)
             del new["files"][stale]
             reload |= stale.startswith(CHARM_UNITS + "/")
@@ -324,8 +338,48 @@ class HostApplier:
             return set()
         return self._services(names, new)
 
+    def _repositories(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """Keyring packages, then source files; ``apt-get update`` when a source changed or was dropped."""
+        keyrings = [r.keyring_package for r in self.workload.repositories if r.keyring_package]
+        self._install_each(keyrings, new["packages"])
+        old_files: dict[str, Any] = old.get("files") or {}
+        changed = False
+        for f in self._sources:
+            entry, content_changed = self._file(f, old_files.get(f.path))
+            new["files"][f.path] = entry
+            changed |= content_changed
+        declared = {f.path for f in self._sources}
+        for stale in sorted(p for p in old_files if p.startswith(APT_SOURCES + "/") and p not in declared):
+            self.backend.remove(stale)
+            del new["files"][stale]
+            changed = True
+        if not changed and not new.get("apt-update"):
+            return
+        # kept until it succeeds: the sources are written, so only this flag makes the next hook retry
+        new["apt-update"] = True
+        command = Command(
+            ("apt-get", "update", "-q"), environment={"DEBIAN_FRONTEND": "noninteractive"}, timeout=600
+        )
+        done = self.backend.run(command)
+        if done.returncode != 0:
+            logger.error("apt-get update: %s", _last_line(done.stderr) or f"exit code {done.returncode}")
+            raise HostError("apt-get update failed after an apt source changed; will retry")
+        del new["apt-update"]
+        logger.info(
+            "apt sources updated: %s", ", ".join(r.name for r in self.workload.repositories) or "none"
+        )
+
     def _install(self, recorded: dict[str, str]) -> None:
-        for package in self.workload.packages:
+        self._install_each(self.workload.packages, recorded)
+        # a package no longer declared stays: others may depend on it, and removing it is the operator's call
+        declared = {_package_key(p) for p in self.workload.packages} | {
+            _package_key(r.keyring_package) for r in self.workload.repositories if r.keyring_package
+        }
+        for key in set(recorded) - declared:
+            del recorded[key]
+
+    def _install_each(self, packages: Sequence[Apt | Snap], recorded: dict[str, str]) -> None:
+        for package in packages:
             key, digest = _package_key(package), _package_digest(package)
             if recorded.get(key) == digest:
                 continue
@@ -335,10 +389,6 @@ class HostApplier:
                 self.backend.install_snap(package)
             recorded[key] = digest
             logger.info("installed %s", key)
-        # a package no longer declared stays: others may depend on it, and removing it is the operator's call
-        declared = {_package_key(p) for p in self.workload.packages}
-        for key in set(recorded) - declared:
-            del recorded[key]
 
     def _directory(self, d: Directory, entry: Any) -> dict[str, Any]:
         digest = d.digest()

@@ -188,6 +188,54 @@ class Snap:
 
 Package = Apt | Snap
 
+#: where the apt sources the charms declare live
+APT_SOURCES = "/etc/apt/sources.list.d"
+
+
+@dataclasses.dataclass(frozen=True)
+class AptRepository:
+    """An apt source the workload's packages come from: a deb822 file in :data:`APT_SOURCES`.
+
+    It is trusted through the keyring at ``signed_by``: one a package of the
+    machine's own archive ships (``keyring_package``, installed before the source
+    is added), or the armoured ``key`` the charm declares, written there.
+    """
+
+    name: str
+    """Names the file: ``/etc/apt/sources.list.d/<name>.sources``."""
+    uris: str
+    suites: str
+    components: str = "main"
+    signed_by: str = ""
+    keyring_package: Apt | None = None
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        fields = (self.name, self.uris, self.suites, self.components, self.signed_by)
+        # one line each: a value must not add a line (an option, another source) to the file
+        if any(not value.isprintable() for value in fields) or not self.name or "/" in self.name:
+            raise ValueError(f"apt repository {self.name!r}: every field is one printable line")
+
+    def files(self) -> tuple[File, ...]:
+        """The source file, and the key file when the charm ships the key."""
+        lines = [
+            "Types: deb",
+            f"URIs: {self.uris}",
+            f"Suites: {self.suites}",
+            f"Components: {self.components}",
+        ]
+        if self.signed_by:
+            lines.append(f"Signed-By: {self.signed_by}")
+        # apt reads them as root; nothing in them is secret, and no service re-reads them
+        source = File(
+            f"{APT_SOURCES}/{self.name}.sources", "\n".join(lines) + "\n", permissions=0o644, restarts=()
+        )
+        if not self.key:
+            return (source,)
+        if not self.signed_by:
+            raise ValueError(f"apt repository {self.name} ships a key but names no signed_by path for it")
+        return (File(self.signed_by, self.key, permissions=0o644, restarts=()), source)
+
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
@@ -199,6 +247,8 @@ class Workload:
     files: Sequence[File] = ()
     directories: Sequence[Directory] = ()
     packages: Sequence[Package] = ()
+    repositories: Sequence[AptRepository] = ()
+    """Apt sources added (and the package lists refreshed) before any package is installed."""
 
     def __add__(self, other: Workload) -> Workload:
         """Both declarations in one target (e.g. a uwsgi API's parts and the service's own files)."""
@@ -211,6 +261,7 @@ class Workload:
             (*self.files, *other.files),
             (*self.directories, *other.directories),
             (*self.packages, *other.packages),
+            (*self.repositories, *other.repositories),
         )
 
 

@@ -112,6 +112,21 @@ def _ovsdb_cms(charm: Charm, endpoint: str) -> RelationHandler[Any]:
     return OVSDBCMSRequirer(charm, endpoint, external=charm.applier_wire is HOST_APPLIER)
 
 
+def _nova_service_provider(charm: Charm, endpoint: str) -> RelationHandler[Any]:
+    from .nova_service import NovaServiceProvider
+
+    offer = getattr(charm, "nova_service_offer", None)
+    if offer is None:
+        raise RuntimeError(f"{charm.app.name} provides {endpoint} but has no nova_service_offer()")
+    return NovaServiceProvider(charm, endpoint, offer=offer)
+
+
+def _nova_service_requirer(charm: Charm, endpoint: str) -> RelationHandler[Any]:
+    from .nova_service import NovaServiceRequirer
+
+    return NovaServiceRequirer(charm, endpoint)
+
+
 def _not_an_endpoint(charm: Charm, endpoint: str) -> RelationHandler[Any]:
     raise RuntimeError(f"{endpoint} is an applier, not an endpoint")
 
@@ -156,6 +171,9 @@ TABLE: Mapping[tuple[str, str], Wire] = {
     ("requires", "ovsdb-cms"): Wire(_ovsdb_cms, (f"{_HERE}.ovsdb",), field="ovsdb"),
     ("provides", "placement"): Wire(_readiness_provider, (f"{_HERE}.readiness",)),
     ("requires", "placement"): Wire(_readiness_requirer, (f"{_HERE}.readiness",)),
+    # nova-service: the hypervisor's context class declares ``nova_service`` (see nova_service.py)
+    ("provides", "nova"): Wire(_nova_service_provider, (f"{_HERE}.nova_service",)),
+    ("requires", "nova"): Wire(_nova_service_requirer, (f"{_HERE}.nova_service",), field="nova_service"),
 }
 
 

@@ -365,6 +365,7 @@ def _fixtures() -> dict[str, Callable[[str, str | None], RelationFixture]]:
         certificates_fixture,
         database_fixture,
         ingress_fixture,
+        nova_service_fixture,
         ovsdb_cms_fixture,
         readiness_fixture,
     )
@@ -380,6 +381,7 @@ def _fixtures() -> dict[str, Callable[[str, str | None], RelationFixture]]:
         "tls-certificates": lambda endpoint, _app: certificates_fixture(endpoint=endpoint),
         "certificate_transfer": lambda endpoint, _app: ca_fixture(endpoint=endpoint),
         "placement": lambda endpoint, _app: readiness_fixture(endpoint=endpoint),
+        "nova": lambda endpoint, _app: nova_service_fixture(endpoint=endpoint),
         # as ovn-relay leaves it (what machine charms wait for is there too), serving plain TCP so
         # that a charm's mandatory relations are enough (TLS needs its certificates relation too)
         "ovsdb-cms": lambda endpoint, _app: ovsdb_cms_fixture(

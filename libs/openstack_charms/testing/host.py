@@ -14,12 +14,20 @@ asserts on what would be installed, written, started::
 
 Stats are not calls (the applier's steady hook makes one per declared path);
 :attr:`FakeHost.stats` counts them and :attr:`FakeHost.reads` lists the files read.
+
+Apt repositories: ``repositories`` maps a package to the suite it comes from
+(``noble-updates/gazpacho``); such a package installs only once ``apt-get
+update`` ran while a source in ``/etc/apt/sources.list.d`` named that suite,
+as apt would. Device nodes: :attr:`FakeHost.devices` are the character
+devices the machine has (``/dev/kvm`` by default, a host with hardware
+virtualisation); ``stat`` shows them as such.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import re
 import stat
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -45,11 +53,14 @@ class FakeHost:
         archive: Mapping[str, str] | None = None,
         users: Mapping[str, int] | None = None,
         groups: Mapping[str, int] | None = None,
+        repositories: Mapping[str, str] | None = None,
+        devices: tuple[str, ...] = ("/dev/kvm",),
     ) -> None:
         """``archive`` maps a package to its one available version (``None``: any pin is available).
 
         ``users``/``groups`` name the accounts that exist (``None``: any name
-        exists, with a uid of its own).
+        exists, with a uid of its own). ``repositories`` maps a package to the
+        apt suite it is only in; ``devices`` are the character devices present.
         """
         self.root = pathlib.Path(root)
         self.archive = dict(archive) if archive is not None else None
@@ -69,6 +80,10 @@ class FakeHost:
         self.commands: dict[str, Handler] = {}
         """A program (``argv[0]``) mapped to what it does; others succeed with no output."""
         self._auto_ids: dict[str, int] = {"root": 0}
+        self.repositories = dict(repositories or {})
+        self.suites: set[str] = set()
+        """The suites the package lists knew at the last ``apt-get update``."""
+        self.devices: set[str] = set(devices)
 
     # inspection
 
@@ -118,6 +133,9 @@ class FakeHost:
 
     def stat(self, path: str) -> Stat | None:
         self.stats += 1
+        if path in self.devices:
+            # a character device (root:root 0660), made when the machine booted
+            return Stat(1, 0, 0, stat.S_IFCHR | 0o660, 0, 0)
         try:
             st = os.lstat(self.path(path))
         except FileNotFoundError:
@@ -174,6 +192,10 @@ class FakeHost:
 
     def install_apt(self, name: str, version: str) -> None:
         self._op("apt", name, version)
+        suite = self.repositories.get(name)
+        if suite is not None and suite not in self.suites:
+            spec = f"{name}={version}" if version else name
+            raise HostError(f"apt package {spec} is not in the archive", retry=False)
         if self.archive is not None:
             available = self.archive.get(name)
             if available is None or (version and version != available):
@@ -214,7 +236,21 @@ class FakeHost:
     def run(self, command: Command) -> Completed:
         self._op("run", *command.argv)
         handler = self.commands.get(command.argv[0])
-        return handler(command) if handler else Completed(0, "", "")
+        if handler is not None:
+            return handler(command)
+        if command.argv[:2] == ("apt-get", "update"):
+            self.suites = self._source_suites()
+        return Completed(0, "", "")
+
+    def _source_suites(self) -> set[str]:
+        sources = self.path("/etc/apt/sources.list.d")
+        files = sorted(sources.glob("*.sources")) if sources.is_dir() else []
+        return {
+            suite
+            for f in files
+            for line in re.findall(r"^Suites:(.*)$", f.read_text(), re.MULTILINE)
+            for suite in line.split()
+        }
 
 
 def on_fake_host(

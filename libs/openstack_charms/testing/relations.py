@@ -307,3 +307,46 @@ def ovsdb_cms_fixture(
         remote_units_data=units,
     )
     return RelationFixture(_with_id(relation, relation_id))
+
+
+NOVA_SPICE_PROXY_URL = (
+    f"http://10.20.1.10/{MODEL}-nova-spiceproxy/spice_auto.html?path=/{MODEL}-nova-spiceproxy"
+)
+NOVA_METADATA_URL = f"http://10.20.0.10/{MODEL}-nova-metadata"
+
+
+def nova_service_fixture(
+    endpoint: str = "nova-service",
+    *,
+    remote_app: str = "nova",
+    spice_proxy_url: str = NOVA_SPICE_PROXY_URL,
+    metadata_url: str = NOVA_METADATA_URL,
+    region: str = "RegionOne",
+    pci_aliases: str = "[]",
+    shared_secret: str | None = "metadata-shared-secret",
+    relation_id: int | None = None,
+) -> RelationFixture:
+    """Return a ``nova-service`` relation (interface ``nova``) once nova's leader published its offer.
+
+    The metadata proxy shared secret is nova's application secret, granted to
+    the requirer (``shared_secret=None``: nova sent no secret id).
+    """
+    from ..relations.nova_service import SECRET_KEY, NovaServiceData
+
+    secrets = (
+        (testing.Secret({SECRET_KEY: shared_secret}, owner=None, label="shared-metadata-secret"),)
+        if shared_secret is not None
+        else ()
+    )
+    data = NovaServiceData(
+        spice_proxy_url=spice_proxy_url,
+        pci_aliases=pci_aliases,
+        region=region,
+        metadata_url=metadata_url,
+        metadata_secret_id=secrets[0].id if secrets else "",
+    )
+    values = {k: v or "" for k, v in data.databag().items()}
+    relation = testing.Relation(
+        endpoint, interface="nova", remote_app_name=remote_app, remote_app_data=values
+    )
+    return RelationFixture(_with_id(relation, relation_id), secrets)

@@ -192,9 +192,7 @@ def test_invalid_config_is_blocked_naming_the_option(
 
 def test_packages_are_installed_at_their_pins_and_the_services_run(ctx: testing.Context[Any]) -> None:
     out = ctx.run(ctx.on.config_changed(), state())
-    assert out.unit_status == testing.ActiveStatus(
-        f"chassis {HOSTNAME}; southbound over plain TCP"
-    )
+    assert out.unit_status == testing.ActiveStatus(f"chassis {HOSTNAME}; southbound over plain TCP")
     host = host_of(ctx)
     assert [c for c in host.calls if c[0] == "apt"] == [("apt", name, pin) for name, pin in PINS.items()]
     assert host.installed == PINS
@@ -230,9 +228,7 @@ def test_a_gateway_with_provider_bridges_on_the_userspace_datapath(ctx: testing.
         "encap-type": "vxlan",
     }
     out = ctx.run(ctx.on.config_changed(), state(config=config))
-    assert out.unit_status == testing.ActiveStatus(
-        f"chassis {HOSTNAME}, gateway; southbound over plain TCP"
-    )
+    assert out.unit_status == testing.ActiveStatus(f"chassis {HOSTNAME}, gateway; southbound over plain TCP")
     ids = default_ids(
         ovn_encap_type="vxlan",
         ovn_bridge_datapath_type="netdev",
@@ -268,9 +264,7 @@ def test_turning_the_gateway_off_removes_it(ctx: testing.Context[Any]) -> None:
     off = ctx.run(
         ctx.on.config_changed(), dataclasses.replace(on, config={**gateway, "enable-chassis-as-gw": False})
     )
-    assert off.unit_status == testing.ActiveStatus(
-        f"chassis {HOSTNAME}; southbound over plain TCP"
-    )
+    assert off.unit_status == testing.ActiveStatus(f"chassis {HOSTNAME}; southbound over plain TCP")
     (argv,) = host_commands(host)
     assert argv[argv.index("remove") - 1 :] == (
         *("--", "remove", "Open_vSwitch", ".", "external_ids", "ovn-cms-options"),
