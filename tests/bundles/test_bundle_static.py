@@ -34,6 +34,12 @@ BUNDLES = sorted((REPO / "bundles").glob("*.yaml"))
 MACHINE_BUNDLES = [b for b in BUNDLES if b.name == "hypervisor.yaml"]
 K8S_BUNDLES = [b for b in BUNDLES if b not in MACHINE_BUNDLES]
 MACHINE_OVERLAYS = sorted((REPO / "bundles" / "hypervisor-overlays").glob("*.yaml"))
+#: charms written and unit-tested that no bundle deploys yet, each with what it waits for; a charm
+#: leaves this list when the sandbox runs it (and then must be in its bundle)
+NOT_YET_DEPLOYED = {
+    "nova-k8s": "the sandbox's OpenStack release has no nova yet, nor a hypervisor to schedule on",
+    "openstack-hypervisor": "the sandbox's machines provide no nova-compute, libvirt or QEMU package yet",
+}
 
 # Endpoints of the charms we deploy but do not write: {charm: {role: {endpoint: interface}}}.
 # Taken from each charm's own metadata in its repository:
@@ -337,7 +343,8 @@ def test_every_machine_charm_is_in_the_machine_bundle():
         for p in CHARMS.glob("*/charmcraft.yaml")
         if not merged_charmcraft(p.parent.name).get("containers")
     }
-    assert machine and machine - deployed == set()
+    assert machine and machine - deployed == machine & set(NOT_YET_DEPLOYED)
+    assert not deployed & set(NOT_YET_DEPLOYED), "a deployed charm is still listed as not yet deployed"
 
 
 def test_a_saas_of_an_offer_not_made_is_caught():
@@ -362,7 +369,8 @@ def test_every_k8s_charm_is_in_the_openstack_bundle():
         if merged_charmcraft(p.parent.name).get("containers")
     }
     assert k8s, "no k8s charm under charms/"
-    assert k8s - deployed == set()
+    assert k8s - deployed == k8s & set(NOT_YET_DEPLOYED)
+    assert not deployed & set(NOT_YET_DEPLOYED), "a deployed charm is still listed as not yet deployed"
 
 
 def test_external_charm_data_is_well_formed():
