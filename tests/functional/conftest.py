@@ -31,6 +31,11 @@ def pytest_configure(config: pytest.Config) -> None:
     network.enter_private_network()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The scaling tests last: every other test sees the cloud as the bundle deployed it."""
+    items.sort(key=lambda item: item.path.name == "test_scaling.py")
+
+
 def openstack_venv() -> pathlib.Path:
     """The OpenStack release (services, clients, tempest) installed by tox -e functional."""
     value = os.environ.get("OPENSTACK_VENV")

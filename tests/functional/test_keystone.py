@@ -18,7 +18,9 @@ def test_every_charm_is_active_with_its_real_services(cloud: Cloud) -> None:
         "glance": "active",
         "placement": "active",
         "ovn-central": "active",
+        "ovn-relay": "active",
         "neutron": "active",
+        "ovn-chassis": "active",
     }
     assert {name for _, name in cloud.machine.processes} == {
         "keystone-api",

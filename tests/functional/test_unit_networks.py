@@ -47,10 +47,19 @@ def test_each_unit_answers_on_its_own_address_only(cloud: Cloud) -> None:
     machine, ingress = cloud.machine, cloud.ingress
     assert ingress is not None
     addresses = {unit: machine.address(unit) for unit in machine.networks}
-    assert set(addresses) == {"keystone/0", "glance/0", "placement/0", "ovn-central/0", "neutron/0"}
+    assert set(addresses) == {
+        "keystone/0",
+        "glance/0",
+        "placement/0",
+        "ovn-central/0",
+        "ovn-relay/0",
+        "neutron/0",
+        "ovn-chassis/0",
+    }
     assert len(set(addresses.values())) == len(addresses)
     assert all(ipaddress.ip_address(a) in ipaddress.ip_network(NETWORK) for a in addresses.values())
-    assert not set(addresses.values()) & {GATEWAY, *ingress.addresses.values()}
+    # neither the gateway's, nor an ingress frontend's, nor a LoadBalancer service's
+    assert not set(addresses.values()) & {GATEWAY, *ingress.addresses.values(), *cloud.lb_addresses}
     ports = {route.app: route.backend_port for route in ingress.routes.values()}
     assert ports == {"keystone": 5000, "glance": 9292, "placement": 8778, "neutron": 9696}
     # the APIs served in plain http (neutron serves https, with the certificate its OVN client needs)

@@ -524,21 +524,7 @@ class Machine:
         check-failed and check-recovered events.
         """
         now = time.monotonic() if now is None else now
-        for (key, name), running in list(self.processes.items()):
-            if running.process.poll() is None:
-                continue
-            # on-success and on-failure default to restart, after a back-off that doubles up to 30 s
-            if running.restart_at is None:
-                running.restart_at = now + running.backoff
-                with self._log(key, name).open("a") as log:
-                    log.write(
-                        f"[sandbox] {name} exited with {running.process.returncode};"
-                        f" restarting in {running.backoff:g} s\n"
-                    )
-            elif now >= running.restart_at:
-                backoff = min(running.backoff * 2, BACKOFF_LIMIT)
-                self.start(key, name, running.spec)
-                self.processes[(key, name)].backoff = backoff
+        self._restart_exited(now)
         changes = []
         for (key, name), check in self.checks.items():
             if now < check.due:
@@ -567,17 +553,47 @@ class Machine:
                         self.start(key, service, running.spec)
         return changes
 
-    def wait_for_checks(self, timeout: float = 90) -> None:
-        """Wait until every HTTP, TCP and exec check of every running container passes."""
+    def _restart_exited(self, now: float | None = None) -> None:
+        """Start again, after its back-off, every service that exited (Pebble's default policy)."""
+        now = time.monotonic() if now is None else now
+        for (key, name), running in list(self.processes.items()):
+            if running.process.poll() is None:
+                continue
+            # on-success and on-failure default to restart, after a back-off that doubles up to 30 s
+            if running.restart_at is None:
+                running.restart_at = now + running.backoff
+                with self._log(key, name).open("a") as log:
+                    log.write(
+                        f"[sandbox] {name} exited with {running.process.returncode};"
+                        f" restarting in {running.backoff:g} s\n"
+                    )
+            elif now >= running.restart_at:
+                backoff = min(running.backoff * 2, BACKOFF_LIMIT)
+                self.start(key, name, running.spec)
+                self.processes[(key, name)].backoff = backoff
+
+    def wait_for_checks(self, timeout: float = 90, exits: int = 3) -> None:
+        """Wait until every HTTP, TCP and exec check of every running container passes.
+
+        A service that exits is restarted after its back-off, as Pebble does (a
+        transient failure at start, such as a database cluster changing its
+        members, is Pebble's to ride out); one that exits ``exits`` times
+        during the wait is :class:`ServiceExited`.
+        """
         deadline = time.monotonic() + timeout
         pending = {k for k in self.checks if any(key == k[0] for key, _ in self.processes)}
+        seen: dict[tuple[ContainerKey, str], int] = {}
         while pending:
             for check in list(pending):
                 if self.check_passes(check[0], self.checks[check].spec):
                     pending.discard(check)
-            dead = [k for k, r in self.processes.items() if r.process.poll() is not None]
-            if dead:
-                raise ServiceExited(dead[0], self.tail(*dead[0]))
+            for service, running in list(self.processes.items()):
+                if running.process.poll() is not None and running.restart_at is None:
+                    seen[service] = seen.get(service, 0) + 1
+                    if seen[service] >= exits:
+                        raise ServiceExited(service, self.tail(*service))
+            # Pebble's restarts, without running checks or acting on them (the wait does)
+            self._restart_exited()
             if not pending:
                 return
             if time.monotonic() > deadline:
