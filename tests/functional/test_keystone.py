@@ -32,7 +32,13 @@ def test_every_charm_is_active_with_its_real_services(cloud: Cloud) -> None:
         "neutron-api",
         "neutron-periodic-workers",
         "neutron-ovn-maintenance-worker",
+        # ovn-relay's
+        "ovsdb-server",
     }
+    # and on the chassis' machine, the packages' systemd units, split as Open vSwitch splits them
+    machine = cloud.hosts["ovn-chassis/0"]
+    units = ("openvswitch-switch", "ovsdb-server", "ovs-vswitchd", "ovn-controller")
+    assert {name: machine.running(name) for name in units} == dict.fromkeys(units, True)
 
 
 def test_token_issue_with_the_clouds_yaml_of_get_admin_account(

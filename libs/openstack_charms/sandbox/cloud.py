@@ -369,7 +369,7 @@ class Cloud:
         self.kubernetes = Kubernetes(
             self._lb_address,
             lambda app: [self.machine.address(u) for u in self.machine.units(app)],
-            state=state / "kubernetes",
+            state=state / "k8s",
             logs=logs,
         )
         #: a machine unit -> its machine, as its charm's host applier works on it

@@ -286,8 +286,9 @@ def _forwarder(state: pathlib.Path, logs: pathlib.Path, render: Callable[[], str
 
     # the machine is only ever read by Ingress.render, which this class replaces
     forwarder = Forwarder(cast("Machine", None), state, logs)
-    forwarder.config = state / "kubernetes-haproxy.cfg"
-    forwarder.stats_socket = state / "kubernetes-haproxy.sock"
+    forwarder.config = state / "haproxy.cfg"
+    # a unix socket's path has at most 107 bytes, HAProxy's temporary name for it included
+    forwarder.stats_socket = state / "haproxy.sock"
     forwarder.log = logs / "kubernetes-haproxy.log"
     return forwarder
 

@@ -184,7 +184,10 @@ class Ingress:
         self.stop()
         self.config.write_text(self.render())
         checked = subprocess.run(
-            [HAPROXY, "-c", "-q", "-f", str(self.config)], capture_output=True, text=True
+            # not -q: it would silence the errors too
+            [HAPROXY, "-c", "-f", str(self.config)],
+            capture_output=True,
+            text=True,
         )
         if checked.returncode != 0:
             raise RuntimeError(f"haproxy -c {self.config}: {checked.stdout}{checked.stderr}")
