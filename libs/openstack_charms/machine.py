@@ -47,6 +47,15 @@ class MachineCharm(OpenStackCharm[ConfigT, ContextT]):
         """The machine operations; ``None`` is the real machine (tests return a fake)."""
         return None
 
+    def host(self) -> HostBackend:
+        """The machine, as the host applier sees it: for what a charm checks before its plan."""
+        backend = self.host_backend()
+        if backend is None:
+            from .host import SystemHost
+
+            backend = SystemHost(self.state_dir)
+        return backend
+
     def applier(self, workload: Workload) -> Applier:
         from .host import HostApplier
 

@@ -64,7 +64,6 @@ from openstack_charms.plan import AptRepository, Package
 
 if TYPE_CHECKING:
     from openstack_charms.charm import OpenStackCharm
-    from openstack_charms.host import HostBackend
     from openstack_charms.relations.amqp import AMQPRequirer
     from openstack_charms.relations.nova_service import NovaServiceContext
 
@@ -233,15 +232,6 @@ class OpenStackHypervisorCharm(MachineCharm[HypervisorConfig, HypervisorContext]
         # a machine that cannot run the configured guests is the operator's to fix first
         self.check_kvm(self.typed_config)
         super().reconcile()
-
-    def host(self) -> HostBackend:
-        """The machine, as the host applier sees it (tests give a fake one)."""
-        backend = self.host_backend()
-        if backend is None:
-            from openstack_charms.host import SystemHost
-
-            backend = SystemHost(self.state_dir)
-        return backend
 
     def check_kvm(self, config: HypervisorConfig) -> None:
         """Blocked naming the problem and the option when KVM is asked for and unusable here."""

@@ -317,16 +317,7 @@ class OVNCentralCharm(K8sCharm[ServiceConfig, OVNContext]):
         from openstack_charms.relations.ovsdb import Location, OVSDBCMSProvider
 
         def location() -> Location:
-            binding = self.model.get_binding(endpoint)
-            if binding is None:
-                raise RuntimeError(f"no binding for {endpoint}")
-            network = binding.network
-            return Location(
-                self.hostname(self.unit.name),
-                str(network.bind_address),
-                str(network.ingress_address),
-                "ssl" if self.tls_enabled else "tcp",
-            )
+            return Location.of_pod(self, endpoint, "ssl" if self.tls_enabled else "tcp")
 
         return OVSDBCMSProvider(self, endpoint, location=location)
 

@@ -39,7 +39,6 @@ import re
 import socket
 import tempfile
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import ops
 from openstack_charms import (
@@ -58,9 +57,6 @@ from openstack_charms import (
     check_choice,
 )
 from openstack_charms.config import shown
-
-if TYPE_CHECKING:
-    from openstack_charms.host import HostBackend
 
 # The newest of Ubuntu 24.04's noble-updates we found. A pocket keeps only its newest version,
 # so an update there takes a pin away: the unit then blocks naming it until a release moves it.
@@ -268,15 +264,6 @@ class OVNChassisCharm(MachineCharm[ChassisConfig, ChassisContext]):
         # a missing interface is the operator's to fix, as an invalid option is: it comes first too
         self.check_interfaces(self.typed_config)
         super().reconcile()
-
-    def host(self) -> HostBackend:
-        """The machine, as the host applier sees it (tests give a fake one)."""
-        backend = self.host_backend()
-        if backend is None:
-            from openstack_charms.host import SystemHost
-
-            backend = SystemHost(self.state_dir)
-        return backend
 
     def check_interfaces(self, config: ChassisConfig) -> None:
         """Blocked naming every interface of ``bridge-interface-mappings`` this machine lacks."""

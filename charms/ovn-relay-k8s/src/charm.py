@@ -32,7 +32,6 @@ from openstack_charms import (
     Workload,
 )
 from openstack_charms.plan import Service
-from openstack_charms.relations.ingress import unit_host
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -219,16 +218,7 @@ class OVNRelayCharm(K8sCharm[ServiceConfig, Context]):
         from openstack_charms.relations.ovsdb import Location, OVSDBCMSProvider
 
         def location() -> Location:
-            binding = self.model.get_binding(endpoint)
-            if binding is None:
-                raise RuntimeError(f"no binding for {endpoint}")
-            network = binding.network
-            return Location(
-                unit_host(self.unit.name, self.app.name, self.model.name),
-                str(network.bind_address),
-                str(network.ingress_address),
-                "ssl" if self.tls_enabled else "tcp",
-            )
+            return Location.of_pod(self, endpoint, "ssl" if self.tls_enabled else "tcp")
 
         def loadbalancer() -> str | None:
             assert self.peers is not None

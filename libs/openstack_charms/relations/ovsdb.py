@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 from .base import Incomplete, RelationDataError, RelationHandler, update_databag
 
 if TYPE_CHECKING:
+    import ops
+
     from .base import HandlerHost
 
 NB_PORT = 6641
@@ -52,6 +54,22 @@ class Location:
             "ingress-bound-address": self.ingress_address,
             "protocol": None if self.protocol == "ssl" else self.protocol,
         }
+
+    @classmethod
+    def of_pod(cls, charm: ops.CharmBase, endpoint: str, protocol: str) -> Location:
+        """A k8s unit's: its pod's stable DNS name, and the endpoint's bind and ingress addresses."""
+        from .ingress import unit_host
+
+        binding = charm.model.get_binding(endpoint)
+        if binding is None:
+            raise RuntimeError(f"no binding for {endpoint}")
+        network = binding.network
+        return cls(
+            unit_host(charm.unit.name, charm.app.name, charm.model.name),
+            str(network.bind_address),
+            str(network.ingress_address),
+            protocol,
+        )
 
 
 def remote(protocol: str, address: str, port: int) -> str:

@@ -407,15 +407,9 @@ class Cloud:
         """
         self._stack.enter_context(real_pebble(self.machine))
         self._stack.enter_context(real_kubernetes(self.kubernetes))
-        for app, charm in self.layout.apps.items():
+        for app in self.layout.apps:
             for unit in self.model.units[app]:
-                if app in self.layout.machines:
-                    self._add_machine(unit)
-                for name, spec in (merged_charmcraft(charm).get("containers") or {}).items():
-                    self.machine.add_container(unit, name, container_storages(spec))
-                    for path, source in IMAGE_FILES.get((charm, name), {}).items():
-                        self.machine.provide_image_files(unit, name, {path: self.venv / source})
-                self._bind(unit, charm)
+                self._make_pod(unit)
         self._write_cluster_dns()
         try:
             self.first_hooks()
@@ -438,6 +432,18 @@ class Cloud:
         ip("addr", "add", f"{address}/32", "dev", BRIDGE, netns=self._home)
         self.lb_addresses.append(address)
         return address
+
+    def _make_pod(self, unit: str) -> None:
+        """A unit's machine or containers (with storage and image files), its endpoints bound."""
+        app = unit.split("/")[0]
+        charm = self.layout.apps[app]
+        if app in self.layout.machines:
+            self._add_machine(unit)
+        for name, spec in (merged_charmcraft(charm).get("containers") or {}).items():
+            self.machine.add_container(unit, name, container_storages(spec))
+            for path, source in IMAGE_FILES.get((charm, name), {}).items():
+                self.machine.provide_image_files(unit, name, {path: self.venv / source})
+        self._bind(unit, charm)
 
     def _add_machine(self, unit: str) -> None:
         """A machine for a machine unit (one unit per machine), with its host name."""
@@ -665,16 +671,9 @@ class Cloud:
         """
         if app not in self.layout.apps:
             raise LookupError(f"{app} is not one of our applications: {', '.join(self.layout.apps)}")
-        charm = self.layout.apps[app]
 
         def pod(unit: str) -> None:
-            if app in self.layout.machines:
-                self._add_machine(unit)
-            for name, spec in (merged_charmcraft(charm).get("containers") or {}).items():
-                self.machine.add_container(unit, name, container_storages(spec))
-                for path, source in IMAGE_FILES.get((charm, name), {}).items():
-                    self.machine.provide_image_files(unit, name, {path: self.venv / source})
-            self._bind(unit, charm)
+            self._make_pod(unit)
             self._write_cluster_dns()
 
         unit = self.model.add_unit(app, prepare=pod)
