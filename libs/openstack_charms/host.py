@@ -169,6 +169,10 @@ class HostBackend(ServiceManager, Protocol):
         """Remove a file if it exists."""
         ...
 
+    def update_package_lists(self) -> None:
+        """Read the apt sources' package lists again (``apt-get update``); HostError naming why it failed."""
+        ...
+
     def install_apt(self, name: str, version: str) -> None:
         """Install a Debian package at exactly ``version`` (``""``: the candidate)."""
         ...
@@ -357,13 +361,11 @@ class HostApplier:
             return
         # kept until it succeeds: the sources are written, so only this flag makes the next hook retry
         new["apt-update"] = True
-        command = Command(
-            ("apt-get", "update", "-q"), environment={"DEBIAN_FRONTEND": "noninteractive"}, timeout=600
-        )
-        done = self.backend.run(command)
-        if done.returncode != 0:
-            logger.error("apt-get update: %s", _last_line(done.stderr) or f"exit code {done.returncode}")
-            raise HostError("apt-get update failed after an apt source changed; will retry")
+        try:
+            self.backend.update_package_lists()
+        except HostError as e:
+            logger.error("apt-get update: %s", e.message)
+            raise HostError("apt-get update failed after an apt source changed; will retry") from None
         del new["apt-update"]
         logger.info(
             "apt sources updated: %s", ", ".join(r.name for r in self.workload.repositories) or "none"
@@ -651,6 +653,9 @@ class SystemHost:
 
     # packages
 
+    def update_package_lists(self) -> None:
+        update_package_lists(self)
+
     def install_apt(self, name: str, version: str) -> None:
         from charmlibs import apt
 
@@ -753,6 +758,19 @@ class SystemHost:
         except OSError as e:
             raise HostError(f"cannot run: {e.strerror}") from None
         return Completed(done.returncode, done.stdout, done.stderr)
+
+
+#: what refreshes a machine's package lists
+APT_UPDATE = Command(
+    ("apt-get", "update", "-q"), environment={"DEBIAN_FRONTEND": "noninteractive"}, timeout=600
+)
+
+
+def update_package_lists(host: HostBackend) -> None:
+    """``apt-get update`` on ``host``: HostError with its last line when it fails."""
+    done = host.run(APT_UPDATE)
+    if done.returncode != 0:
+        raise HostError(_last_line(done.stderr) or f"exit code {done.returncode}")
 
 
 def _last_line(text: str) -> str:

@@ -6,9 +6,10 @@ package's) with its drop-ins, and runs exactly what it declares: ``ExecStart``
 and its neighbours as ``User=``/``Group=``, with its environment, working
 directory, umask and runtime directories, keeping a pid file; stop sends the
 unit's kill signal and waits as systemd would. The units a service
-``Requires=`` or ``Wants=`` start before it, and those ``PartOf=`` it stop and
+``Requires=`` or ``Wants=`` start before it (a socket unit's service at once:
+there is no socket activation), and those ``PartOf=`` it stop and
 restart with it, as packages that split a daemon in several units (Open
-vSwitch, OVN) need. Imported only where systemd does not run; ``python -m
+vSwitch, OVN, libvirt) need. Imported only where systemd does not run; ``python -m
 openstack_charms.units`` runs one operation, in whatever namespaces it is
 started in (the sandbox's machines).
 """
@@ -103,6 +104,10 @@ def _unit_lines(text: str) -> Iterable[tuple[str, str, str]]:
         key, sep, value = line.partition("=")
         if sep:
             yield section, key.strip(), value.strip()
+
+
+def _has_unit(name: str, unit_path: Iterable[str]) -> bool:
+    return any(os.path.isfile(os.path.join(d, f"{name}.service")) for d in unit_path)
 
 
 def load_unit(name: str, unit_path: Iterable[str] = UNIT_PATH) -> Unit:
@@ -359,9 +364,12 @@ class ProcessServices:
         wanted = set(unit.depends.get("Wants", []))
         needed = [*unit.depends.get("Requires", []), *unit.depends.get("BindsTo", []), *wanted]
         for dependency in dict.fromkeys(needed):
-            other = dependency.removesuffix(".service")
-            # targets, sockets and alike are systemd's own: only services are started here
-            if not dependency.endswith(".service") or other == name or other in starting:
+            # no socket activation here: a socket stands for its service, which then opens the
+            # socket itself (libvirtd's virtlogd); targets and alike are systemd's own
+            other = dependency.removesuffix(".service").removesuffix(".socket")
+            if not dependency.endswith((".service", ".socket")) or other == name or other in starting:
+                continue
+            if dependency.endswith(".socket") and not _has_unit(other, self.unit_path):
                 continue
             try:
                 self._start(other, starting | {name})

@@ -36,10 +36,7 @@ K8S_BUNDLES = [b for b in BUNDLES if b not in MACHINE_BUNDLES]
 MACHINE_OVERLAYS = sorted((REPO / "bundles" / "hypervisor-overlays").glob("*.yaml"))
 #: charms written and unit-tested that no bundle deploys yet, each with what it waits for; a charm
 #: leaves this list when the sandbox runs it (and then must be in its bundle)
-NOT_YET_DEPLOYED = {
-    "nova-k8s": "the sandbox's OpenStack release has no nova yet, nor a hypervisor to schedule on",
-    "openstack-hypervisor": "the sandbox's machines provide no nova-compute, libvirt or QEMU package yet",
-}
+NOT_YET_DEPLOYED: dict[str, str] = {}
 
 # Endpoints of the charms we deploy but do not write: {charm: {role: {endpoint: interface}}}.
 # Taken from each charm's own metadata in its repository:
@@ -454,7 +451,7 @@ def test_offer_of_a_missing_endpoint_is_caught(docs: list[dict[str, Any]]):
 # -- overlays -------------------------------------------------------------------------
 
 COMBINATIONS = overlay_combinations()
-API_APPS = ("keystone", "glance", "placement", "neutron")
+API_APPS = ("keystone", "glance", "placement", "neutron", "nova")
 #: what the HA overlay runs three units of: every API, the OVN raft cluster and its relays
 HA_APPS = (*API_APPS, "ovn-central", "ovn-relay")
 

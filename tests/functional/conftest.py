@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from openstack_charms.sandbox import network
-from openstack_charms.sandbox.cloud import MACHINE_BUNDLE, MACHINE_OVERLAY, Cloud, read_bundle
+from openstack_charms.sandbox.cloud import MACHINE_BUNDLE, MACHINE_OVERLAYS, Cloud, read_bundle
 from openstack_charms.sandbox.controller import CLOUD_NAME, access_files, admin_account
 from openstack_charms.sandbox.packages import ensure_debian
 from openstack_charms.testing import REPO
@@ -59,7 +59,7 @@ def haproxy() -> None:
 
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory, venv: pathlib.Path) -> Iterator[Cloud]:
-    layout = read_bundle(REPO / "bundles" / "openstack.yaml", (), MACHINE_BUNDLE, [MACHINE_OVERLAY])
+    layout = read_bundle(REPO / "bundles" / "openstack.yaml", (), MACHINE_BUNDLE, MACHINE_OVERLAYS)
     # the Debian software standing in for images and charms we do not write, at its pins
     ensure_debian(layout.packages())
     # pytest's own temporary tree: outside what the containers overlay, and pruned by pytest
@@ -105,3 +105,34 @@ def external_network(venv: pathlib.Path, admin: dict[str, Any]) -> dict[str, Any
         "--gateway", "203.0.113.1", "ext-subnet",
     )  # fmt: skip
     return {"network": network, "subnet": subnet}
+
+
+#: the flavor the functional tests' servers take: the guest needs little
+FLAVOR = "functional-tiny"
+
+
+@pytest.fixture(scope="session")
+def guest_image(
+    tmp_path_factory: pytest.TempPathFactory, venv: pathlib.Path, admin: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """The guest (:mod:`guest`) as glance keeps an AMI: a kernel (aki), a ramdisk (ari) and a machine
+    image naming both, public; and the flavor :data:`FLAVOR` for it."""
+    import guest
+    from clients import openstack, openstack_json
+
+    def osc(*args: str) -> Any:
+        return openstack_json(venv, admin["clouds_yaml"], admin["cloud"], *args, timeout=120)
+
+    built = guest.build(tmp_path_factory.mktemp("guest"))
+    kernel = osc("image", "create", "--public", "--disk-format", "aki", "--container-format", "aki",
+                 "--file", str(built.kernel), "functional-guest-kernel")  # fmt: skip
+    ramdisk = osc("image", "create", "--public", "--disk-format", "ari", "--container-format", "ari",
+                  "--file", str(built.ramdisk), "functional-guest-ramdisk")  # fmt: skip
+    machine = osc("image", "create", "--public", "--disk-format", "ami", "--container-format", "ami",
+                  "--property", f"kernel_id={kernel['id']}", "--property", f"ramdisk_id={ramdisk['id']}",
+                  "--file", str(built.disk), "functional-guest")  # fmt: skip
+    flavor = osc("flavor", "create", "--ram", "256", "--disk", "1", "--vcpus", "1", FLAVOR)
+    yield {**machine, "flavor": flavor}
+    for image in (machine, ramdisk, kernel):
+        openstack(venv, admin["clouds_yaml"], admin["cloud"], "image", "delete", image["id"], fmt=None)
+    openstack(venv, admin["clouds_yaml"], admin["cloud"], "flavor", "delete", FLAVOR, fmt=None)

@@ -19,6 +19,9 @@ import time
 
 REQUIREMENTS = pathlib.Path(__file__).with_name("requirements.txt")
 SYSTEM_PYTHON = "/usr/bin/python3.11"
+LIBS = pathlib.Path(__file__).resolve().parents[2] / "libs"
+#: what pip builds against: libvirt-python against Debian's libvirt (pinned with the sandbox's packages)
+BUILD_PACKAGES = ("libvirt-dev", "pkg-config")
 
 
 def main() -> None:
@@ -36,6 +39,10 @@ def main() -> None:
             f"{SYSTEM_PYTHON} is missing: install Debian's python3.11, python3.11-venv and python3.11-dev"
         )
     start = time.monotonic()
+    sys.path.insert(0, str(LIBS))
+    from openstack_charms.sandbox.packages import ensure_debian
+
+    ensure_debian(BUILD_PACKAGES)
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
     subprocess.run(

@@ -15,8 +15,11 @@ Two checks, one line per problem on stdout, exit status 1 when there is any:
    options are registered at run time are type-checked too: the auth plugin's
    options where a section sets ``auth_type`` (as keystonemiddleware does), and
    glance's store groups named by ``enabled_backends`` plus its reserved stores
-   (as glance does).  An option set twice, a deprecated name and an option
-   deprecated for removal are problems as well.
+   (as glance does).  An option set twice, a deprecated name, an option
+   deprecated for removal and a required option not set are problems as well; a
+   keystoneauth plugin's required options only where the section names that plugin
+   (nova lists the password plugin's in every client section, and registers them
+   only for the ``auth_type`` set).
 
 On success it prints ``N options checked in M sections``.  Notes on groups
 excluded from the checks go to stderr.
@@ -154,6 +157,14 @@ def _deprecated_names(conf: cfg.ConfigOpts) -> dict[tuple[str, str], tuple[str, 
     return names
 
 
+def _auth_plugin_option_names() -> set[str]:
+    """Every option some keystoneauth plugin takes from a config section."""
+    from keystoneauth1 import loading
+
+    loaders = loading.get_available_plugin_loaders()
+    return {opt.dest for loader in loaders.values() for opt in loader.get_options()}
+
+
 def _read(conf: cfg.ConfigOpts, group: str, dest: str) -> Any:
     return conf[dest] if group == "DEFAULT" else conf[group][dest]
 
@@ -179,7 +190,13 @@ def register_dynamic_groups(
         except exceptions.NoMatchingPlugin:
             problems.append(Problem(section, "auth_type", f"no keystoneauth plugin named {plugin!r}"))
             continue
-        _register(conf, section, loading.get_auth_plugin_conf_options(loader))
+        plugin_opts = loading.get_auth_plugin_conf_options(loader)
+        _register(conf, section, plugin_opts)
+        # registered after parsing, so oslo.config never checks them: the plugin would fail to load
+        for opt in plugin_opts:
+            with contextlib.suppress(Exception):  # a bad value: reported with the other values
+                if opt.required and _read(conf, section, opt.dest) is None:
+                    problems.append(Problem(section, opt.dest, f"required by auth_type {plugin}, not set"))
     if "glance.multi_store" in namespaces and "enabled_backends" in registered(conf, "DEFAULT"):
         from glance_store import multi_backend
 
@@ -213,15 +230,20 @@ def check_values(
             if isinstance(group, cfg.OptGroup) and name not in conf._groups:
                 conf.register_group(group)
             _register(conf, name, opts)
+    sections: dict[str, dict[str, list[str]]] = {}
+    cfg.ConfigParser(path, sections).parse()
+    plugin_options = _auth_plugin_option_names()
     # oslo.config stops at the first missing required option: they are checked below instead
     required = []
     for group in ["DEFAULT", *conf._groups]:
+        loads_plugin = "auth_type" in registered(conf, group)
         for opt in set(registered(conf, group).values()):
             if opt.required:
-                required.append((group, opt))
                 opt.required = False
-    sections: dict[str, dict[str, list[str]]] = {}
-    cfg.ConfigParser(path, sections).parse()
+                # a plugin's option listed for the sample: the service registers the auth_type's own
+                # (checked with them in register_dynamic_groups), and none without an auth_type
+                if not (loads_plugin and opt.dest in plugin_options):
+                    required.append((group, opt))
     _parse(conf, path)
     # options registered after parsing read the parsed file too, as in the services
     problems = register_dynamic_groups(conf, sections, namespaces)

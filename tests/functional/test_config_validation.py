@@ -1,14 +1,16 @@
 """Every oslo.config file the charms render is valid for the real OpenStack 2026.1 services.
 
-The charms render in ops.testing with every relation ready; each oslo-style file
-is then checked by ``oslo_check.py`` run with the Python of the OpenStack venv
-(``OPENSTACK_VENV``): option names known to the service's namespaces (as
-oslo-config-validator checks them) and every value read back with its real type.
+The charms render in ops.testing with every relation ready (a machine charm on a
+fake host); each oslo-style file is then checked by ``oslo_check.py`` run with
+the Python of the OpenStack venv (``OPENSTACK_VENV``): option names known to the
+service's namespaces (as oslo-config-validator checks them) and every value read
+back with its real type. Files one service reads together are checked as one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import re
 import subprocess
@@ -17,7 +19,9 @@ from typing import Any
 
 import ops
 import pytest
-from openstack_charms.testing import REPO, charm_context, complete_state, pushed_files
+from openstack_charms.testing import REPO, RelationFixture, charm_context, complete_state, pushed_files
+from openstack_charms.testing.host import FakeHost
+from openstack_charms.testing.relations import nova_service_fixture
 from ops import testing
 
 CHECK = pathlib.Path(__file__).with_name("oslo_check.py")
@@ -26,64 +30,131 @@ LINE = re.compile(r"^(error|warning): \[([^\]]+)\] (\S+): (.*)$")
 
 @dataclasses.dataclass(frozen=True)
 class Service:
-    """Where a charm writes its oslo.config file and what the service reads in it."""
+    """Where a charm writes an oslo.config file and what the service reads in it."""
 
-    container: str
+    #: ``None``: a machine charm's file, on its host
+    container: str | None
     path: str
     namespaces: tuple[str, ...]
+    #: files the service reads after ``path`` (its next ``--config-file``s), the last winning
+    read_after: tuple[str, ...] = ()
     #: groups named at run time (glance's stores); the checker still type-checks them
     exclude: tuple[str, ...] = ()
     #: deprecations the service warns about in what the charm renders, and why they stay
     known_warnings: frozenset[tuple[str, str]] = frozenset()
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.path, *self.read_after)
 
-SERVICES = {
-    "keystone-k8s": Service(
-        container="keystone",
-        path="/etc/keystone/keystone.conf",
-        # upstream's config-generator set for keystone.conf
-        namespaces=(
-            "keystone",
-            "oslo.cache",
-            "oslo.log",
-            "oslo.messaging",
-            "oslo.policy",
-            "oslo.db",
-            "oslo.middleware",
-            "osprofiler",
+    @property
+    def id(self) -> str:
+        return pathlib.PurePosixPath(self.path).name
+
+
+#: upstream's config-generator set for nova.conf (nova's etc/nova/nova-config-generator.conf)
+NOVA_NAMESPACES = (
+    "nova.conf",
+    "oslo.log",
+    "oslo.messaging",
+    "oslo.policy",
+    "oslo.privsep",
+    "oslo.service.periodic_task",
+    "oslo.service.service",
+    "oslo.middleware",
+    "oslo.concurrency",
+    "keystonemiddleware.auth_token",
+    "osprofiler",
+)
+
+#: every oslo.config file each charm renders, by the service that reads it
+SERVICES: dict[str, tuple[Service, ...]] = {
+    "keystone-k8s": (
+        Service(
+            container="keystone",
+            path="/etc/keystone/keystone.conf",
+            # upstream's config-generator set for keystone.conf
+            namespaces=(
+                "keystone",
+                "oslo.cache",
+                "oslo.log",
+                "oslo.messaging",
+                "oslo.policy",
+                "oslo.db",
+                "oslo.middleware",
+                "osprofiler",
+            ),
         ),
     ),
-    "glance-k8s": Service(
-        container="glance",
-        path="/etc/glance/glance-api.conf",
-        namespaces=(
-            "glance.api",
-            "glance.multi_store",
-            "glance.store",
-            "oslo.concurrency",
-            "oslo.db",
-            "oslo.log",
-            "oslo.messaging",
-            "oslo.middleware",
-            "oslo.policy",
-            "keystonemiddleware.auth_token",
-            "osprofiler",
-        ),
-        exclude=("filestore", "os_glance_staging_store", "os_glance_tasks_store"),
-    ),
-    "placement-k8s": Service(
-        container="placement",
-        path="/etc/placement/placement.conf",
-        namespaces=(
-            "placement.conf",
-            "oslo.log",
-            "oslo.db",
-            "oslo.policy",
-            "oslo.middleware.cors",
-            "keystonemiddleware.auth_token",
-            "osprofiler",
+    "glance-k8s": (
+        Service(
+            container="glance",
+            path="/etc/glance/glance-api.conf",
+            namespaces=(
+                "glance.api",
+                "glance.multi_store",
+                "glance.store",
+                "oslo.concurrency",
+                "oslo.db",
+                "oslo.log",
+                "oslo.messaging",
+                "oslo.middleware",
+                "oslo.policy",
+                "keystonemiddleware.auth_token",
+                "osprofiler",
+            ),
+            exclude=("filestore", "os_glance_staging_store", "os_glance_tasks_store"),
         ),
     ),
+    "placement-k8s": (
+        Service(
+            container="placement",
+            path="/etc/placement/placement.conf",
+            namespaces=(
+                "placement.conf",
+                "oslo.log",
+                "oslo.db",
+                "oslo.policy",
+                "oslo.middleware.cors",
+                "keystonemiddleware.auth_token",
+                "osprofiler",
+            ),
+        ),
+    ),
+    # every container gets the same nova.conf
+    "nova-k8s": (Service(container="nova-api", path="/etc/nova/nova.conf", namespaces=NOVA_NAMESPACES),),
+    "openstack-hypervisor": (
+        # as Ubuntu's nova-compute unit reads them
+        Service(
+            container=None,
+            path="/etc/nova/nova.conf",
+            read_after=("/etc/nova/nova-compute.conf",),
+            # os-vif 5.0.0 lists its plugins' groups ([os_vif_ovs]), which nova-compute registers
+            # through os_vif.initialize(), under the entry point name oslo.cache
+            namespaces=(*NOVA_NAMESPACES, "oslo.cache"),
+        ),
+        Service(
+            container=None,
+            path="/etc/neutron/neutron_ovn_metadata_agent.ini",
+            # upstream's config-generator set for the agent (neutron's
+            # etc/oslo-config-generator/neutron_ovn_metadata_agent.ini) lacks what the agent
+            # registers in code: [ovn] (neutron.agent.ovn.metadata_agent) and [agent]'s root
+            # helper (neutron.agent.common.utils)
+            namespaces=("neutron.ovn.metadata.agent", "oslo.log", "neutron.ml2.ovn", "neutron.agent"),
+        ),
+    ),
+}
+
+#: nova's metadata API at the root of its address: the OVN metadata agent is configured only then
+METADATA_URL = "http://10.20.0.10:8775"
+#: PCI aliases nova offers, so that the hypervisor renders its [pci] section
+PCI_ALIASES = json.dumps([{"name": "intel-sr-iov", "product_id": "1563", "vendor_id": "8086"}])
+
+#: relations answered otherwise than complete_state() answers them, by charm and endpoint
+RELATIONS: dict[str, dict[str, Callable[[], RelationFixture]]] = {
+    "openstack-hypervisor": {
+        "nova-service": lambda: nova_service_fixture(metadata_url=METADATA_URL, pci_aliases=PCI_ALIASES),
+    },
 }
 
 #: options that only appear, or change, away from the defaults
@@ -111,6 +182,39 @@ NON_DEFAULT_CONFIG: dict[str, dict[str, str | int | float | bool]] = {
         "allocation-candidates-generation-strategy": "breadth-first",
         "allocation-conflict-retry-count": 20,
     },
+    "nova-k8s": {
+        "debug": True,
+        "workers": 4,
+        "cpu-allocation-ratio": 16.0,
+        "ram-allocation-ratio": 1.5,
+        "disk-allocation-ratio": 1.0,
+        "scheduler-enabled-filters": "ComputeFilter,ImagePropertiesFilter,PciPassthroughFilter",
+        "default-availability-zone": "zone-a",
+        "console-access": False,
+        "pci-aliases": PCI_ALIASES,
+    },
+    "openstack-hypervisor": {
+        "debug": True,
+        "virt-type": "qemu",
+        "cpu-mode": "custom",
+        "cpu-models": "Cascadelake-Server, Skylake-Server",
+        "reserved-host-memory-mb": 2048,
+        "hostname": "compute-7.maas",
+    },
+}
+
+#: what NON_DEFAULT_CONFIG shows in each service's files
+NON_DEFAULT_LINES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("keystone-k8s", "keystone.conf"): ("expiration = 7200",),
+    ("glance-k8s", "glance-api.conf"): (f"image_size_cap = {20 * 1024**3}",),
+    ("placement-k8s", "placement.conf"): ("allocation_candidates_generation_strategy = breadth-first",),
+    ("nova-k8s", "nova.conf"): ("cpu_allocation_ratio = 16.0", "[spice]\nenabled = false\n"),
+    ("openstack-hypervisor", "nova.conf"): (
+        "host = compute-7.maas",
+        "cpu_models = Cascadelake-Server,Skylake-Server",
+    ),
+    # the agent takes nothing but debug from the charm's options
+    ("openstack-hypervisor", "neutron_ovn_metadata_agent.ini"): (),
 }
 
 #: files the charms render that oslo.config does not read
@@ -159,13 +263,35 @@ def fake_keystone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(keystone_api, "KeystoneAPI", FakeKeystone())
 
 
-def render(charm: str, root: pathlib.Path, **kwargs: Any) -> dict[str, str]:
-    """Every file the charm writes into its workload container, once active."""
-    ctx = charm_context(charm)
+def render(charm: str, container: str | None, root: pathlib.Path, **kwargs: Any) -> dict[str, str]:
+    """Every file the charm writes into a workload container (``None``: on its machine), once active."""
+    ctx = charm_context(charm, root=root)
     state = complete_state(charm, root, execs=[testing.Exec([], stdout="")], **kwargs)
+    for endpoint, answer in RELATIONS.get(charm, {}).items():
+        fixture = answer()
+        (replaced,) = (r for r in state.relations if r.endpoint == endpoint)
+        assert isinstance(replaced, testing.Relation)
+        # the secrets the replaced answer referred to go with it
+        secrets = [s for s in state.secrets if s.id not in replaced.remote_app_data.values()]
+        relations = [fixture.relation if r is replaced else r for r in state.relations]
+        state = dataclasses.replace(state, relations=relations, secrets=[*secrets, *fixture.secrets])
     out = ctx.run(ctx.on.config_changed(), state)
     assert isinstance(out.unit_status, ops.ActiveStatus), f"{charm}: {out.unit_status}"
-    return pushed_files(out, ctx, SERVICES[charm].container)
+    if container is None:
+        return host_files(ctx.host)  # type: ignore[attr-defined]
+    return pushed_files(out, ctx, container)
+
+
+def host_files(host: FakeHost) -> dict[str, str]:
+    """Every file the charm wrote on its (fake) machine, by absolute path."""
+    return {
+        f"/{path.relative_to(host.root)}": path.read_text() for path in host.root.rglob("*") if path.is_file()
+    }
+
+
+def read_as_one(files: dict[str, str], service: Service) -> str:
+    """The service's files as it reads them: one after the other."""
+    return "\n".join(files[path] for path in service.files)
 
 
 def oslo_files(files: dict[str, str]) -> dict[str, str]:
@@ -185,18 +311,22 @@ CASES: dict[str, Callable[[str], dict[str, Any]]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("charm", list(SERVICES))
+@pytest.mark.parametrize(
+    ("charm", "service"),
+    [pytest.param(c, s, id=f"{c}-{s.id}") for c, services in SERVICES.items() for s in services],
+)
 @pytest.mark.usefixtures("fake_keystone")
 def test_rendered_config_is_valid_for_the_service(
-    charm: str, case: str, python: pathlib.Path, tmp_path: pathlib.Path
+    charm: str, service: Service, case: str, python: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    service = SERVICES[charm]
-    files = render(charm, tmp_path / "charm", **CASES[case](charm))
+    files = render(charm, service.container, tmp_path / "charm", **CASES[case](charm))
 
-    # every oslo-style file the charm writes is the one checked here
-    assert set(oslo_files(files)) == {service.path}
-    conf = tmp_path / pathlib.PurePosixPath(service.path).name
-    conf.write_text(files[service.path])
+    # every oslo-style file the charm writes there is one checked here
+    checked = {path for s in SERVICES[charm] if s.container == service.container for path in s.files}
+    assert set(oslo_files(files)) == checked
+    text = read_as_one(files, service)
+    conf = tmp_path / service.id
+    conf.write_text(text)
     result = check(python, service, conf)
 
     assert result.returncode == 0, f"{charm} {service.path}:\n{result.stdout}{result.stderr}"
@@ -205,13 +335,9 @@ def test_rendered_config_is_valid_for_the_service(
     summary = result.stdout.splitlines()[-1]
     assert re.fullmatch(r"\d+ options checked in \d+ sections", summary), result.stdout
     if case == "non-default-config":
-        text = files[service.path]
         assert "debug = true" in text
-        assert {
-            "keystone-k8s": "expiration = 7200",
-            "glance-k8s": f"image_size_cap = {20 * 1024**3}",
-            "placement-k8s": "allocation_candidates_generation_strategy = breadth-first",
-        }[charm] in text
+        for line in NON_DEFAULT_LINES[charm, service.id]:
+            assert line in text
 
 
 # -- the checker rejects what the services would reject ---------------------------------
@@ -229,6 +355,21 @@ def set_value(text: str, option: str, value: str) -> str:
     return changed
 
 
+def drop_option(text: str, section: str, option: str) -> str:
+    """``text`` without ``option`` of ``section`` (of its first such section)."""
+    head, header, body = text.partition(f"\n[{section}]\n")
+    assert header, f"no [{section}] in the rendered file"
+    body, count = re.subn(rf"^{re.escape(option)} = .*\n", "", body, count=1, flags=re.M)
+    assert count == 1, f"no {option} in [{section}]"
+    return head + header + body
+
+
+def add_section(text: str, before: str, section: str, line: str) -> str:
+    header = f"[{before}]\n"
+    assert text.count(header) == 1, f"no single {header.strip()} in the rendered file"
+    return text.replace(header, f"[{section}]\n{line}\n\n{header}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Mutation:
     """A broken edit of a rendered file and the one error it must give."""
@@ -240,6 +381,8 @@ class Mutation:
     where: str
     #: words of the error's message
     words: str
+    #: the file (Service.id) of a charm that renders several
+    file: str | None = None
 
 
 MUTATIONS = [
@@ -341,6 +484,67 @@ MUTATIONS = [
         "[placement_database] connection",
         "required",
     ),
+    Mutation(
+        "nova-k8s",
+        "unknown option",
+        lambda t: add_line(t, "spice", "html5proxy_url = http://10.20.1.10/"),
+        "[spice] html5proxy_url",
+        "unknown",
+    ),
+    Mutation(
+        "nova-k8s",
+        "wrong type",
+        lambda t: set_value(t, "discover_hosts_in_cells_interval", "often"),
+        "[scheduler] discover_hosts_in_cells_interval",
+        "invalid value 'often'",
+    ),
+    Mutation(
+        "nova-k8s",
+        "auth plugin option missing",
+        lambda t: drop_option(t, "placement", "auth_url"),
+        "[placement] auth_url",
+        "required by auth_type password",
+    ),
+    Mutation(
+        "openstack-hypervisor",
+        "not a choice",
+        lambda t: set_value(t, "virt_type", "xen"),
+        "[libvirt] virt_type",
+        "invalid value 'xen'",
+        file="nova.conf",
+    ),
+    Mutation(
+        "openstack-hypervisor",
+        "option in both files of nova-compute",
+        lambda t: add_section(t, "os_vif_ovs", "libvirt", "virt_type = qemu"),
+        "[libvirt] virt_type",
+        "set 2 times",
+        file="nova.conf",
+    ),
+    Mutation(
+        "openstack-hypervisor",
+        "wrong type in a group of os-vif",
+        lambda t: add_line(t, "os_vif_ovs", "isolate_vif = sometimes"),
+        "[os_vif_ovs] isolate_vif",
+        "invalid value 'sometimes'",
+        file="nova.conf",
+    ),
+    Mutation(
+        "openstack-hypervisor",
+        "bad port",
+        lambda t: set_value(t, "nova_metadata_port", "87750"),
+        "[DEFAULT] nova_metadata_port",
+        "invalid value '87750'",
+        file="neutron_ovn_metadata_agent.ini",
+    ),
+    Mutation(
+        "openstack-hypervisor",
+        "unknown option of the agent",
+        lambda t: add_line(t, "ovn", "ovn_sb_conection = tcp:10.27.5.1:6642"),
+        "[ovn] ovn_sb_conection",
+        "unknown",
+        file="neutron_ovn_metadata_agent.ini",
+    ),
 ]
 
 
@@ -351,9 +555,9 @@ MUTATIONS = [
 def test_the_check_rejects_a_broken_file_naming_the_option(
     mutation: Mutation, python: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    service = SERVICES[mutation.charm]
-    rendered = render(mutation.charm, tmp_path / "charm")[service.path]
-    conf = tmp_path / pathlib.PurePosixPath(service.path).name
+    service = next(s for s in SERVICES[mutation.charm] if mutation.file in (None, s.id))
+    rendered = read_as_one(render(mutation.charm, service.container, tmp_path / "charm"), service)
+    conf = tmp_path / service.id
     conf.write_text(mutation.edit(rendered))
 
     result = check(python, service, conf)

@@ -21,7 +21,7 @@ from openstack_charms.plan import Command
 from openstack_charms.sandbox.cloud import Cloud
 
 CHASSIS = "ovn-chassis/0"
-HOSTNAME = "machine-ovn-chassis-0"
+HOSTNAME = "machine-0"
 CENTRAL = "ovn-central/0"
 TLS = ["-p", "/etc/ovn/tls/key.pem", "-c", "/etc/ovn/tls/cert.pem", "-C", "/etc/ovn/tls/ca.pem"]
 

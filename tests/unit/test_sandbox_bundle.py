@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from openstack_charms.sandbox.cloud import MACHINE_BUNDLE, MACHINE_OVERLAY, BundleError, read_bundle
+from openstack_charms.sandbox.cloud import MACHINE_BUNDLE, MACHINE_OVERLAYS, BundleError, read_bundle
 from openstack_charms.testing import REPO
 
 BUNDLE = REPO / "bundles" / "openstack.yaml"
@@ -21,6 +21,7 @@ def test_the_default_bundle_is_our_charms_and_four_stand_ins() -> None:
         "ovn-central": "ovn-central-k8s",
         "ovn-relay": "ovn-relay-k8s",
         "neutron": "neutron-k8s",
+        "nova": "nova-k8s",
     }
     assert layout.stand_ins == {
         "mysql": "mysql-k8s",
@@ -41,10 +42,12 @@ def test_the_default_bundle_is_our_charms_and_four_stand_ins() -> None:
 
 
 def test_the_machine_bundle_consumes_the_offers_as_direct_relations() -> None:
-    layout = read_bundle(BUNDLE, (), MACHINE_BUNDLE, [MACHINE_OVERLAY])
-    assert layout.machines == {"ovn-chassis"}
+    layout = read_bundle(BUNDLE, (), MACHINE_BUNDLE, MACHINE_OVERLAYS)
+    assert layout.machines == {"ovn-chassis", "openstack-hypervisor"}
     assert layout.apps["ovn-chassis"] == "ovn-chassis"
-    assert layout.scale["ovn-chassis"] == 1
+    assert layout.scale["ovn-chassis"] == layout.scale["openstack-hypervisor"] == 1
+    # guests under QEMU's emulation: the second overlay
+    assert layout.config["openstack-hypervisor"] == {"virt-type": "qemu"}
     # the overlay's userspace datapath on top of the bundle's options
     assert layout.config["ovn-chassis"] == {
         "ovn-bridge-mappings": "physnet1:br-ex",
@@ -55,8 +58,13 @@ def test_the_machine_bundle_consumes_the_offers_as_direct_relations() -> None:
     assert ("ovn-chassis:ovsdb-cms", "ovn-relay:ovsdb-cms-relay") in layout.relations
     assert ("ovn-chassis:certificates", "certificates:certificates") in layout.relations
     assert ("ovn-chassis:receive-ca-cert", "certificates:send-ca-cert") in layout.relations
-    assert layout.limits()[-1].startswith("ovn-chassis (machines): a namespace per unit")
-    assert {"openvswitch-switch", "ovn-host"} <= layout.packages()
+    # both on the bundle's machine 0: the hypervisor is a chassis
+    assert layout.placement == {"ovn-chassis/0": "0", "openstack-hypervisor/0": "0"}
+    assert ("openstack-hypervisor:nova-service", "nova:nova-service") in layout.relations
+    assert ("openstack-hypervisor:identity-credentials", "keystone:identity-credentials") in layout.relations
+    assert ("openstack-hypervisor:amqp", "rabbitmq:amqp") in layout.relations
+    assert "(machines): a namespace per unit" in layout.limits()[-1]
+    assert {"openvswitch-switch", "ovn-host", "libvirt-daemon-system", "qemu-system-x86"} <= layout.packages()
 
 
 def test_a_saas_of_an_offer_no_bundle_makes_is_refused(tmp_path: pathlib.Path) -> None:
@@ -74,6 +82,16 @@ def test_a_saas_of_an_offer_no_bundle_makes_is_refused(tmp_path: pathlib.Path) -
         read_bundle(BUNDLE, (), machines)
 
 
+def test_a_placement_on_a_machine_the_bundle_lacks_is_refused(tmp_path: pathlib.Path) -> None:
+    machines = tmp_path / "machines.yaml"
+    machines.write_text(
+        'machines:\n  "0": {}\napplications:\n  ovn-chassis:\n    charm: ../build/ovn-chassis.charm\n'
+        '    num_units: 1\n    to: ["1"]\nrelations: []\n'
+    )
+    with pytest.raises(BundleError, match=r"'ovn-chassis': 'to' must name at most num_units of the bundle's"):
+        read_bundle(BUNDLE, (), machines)
+
+
 def test_overlays_are_merged_as_juju_merges_them() -> None:
     layout = read_bundle(BUNDLE, [OVERLAYS / "ha.yaml", OVERLAYS / "tls.yaml"])
     assert {app: layout.scale[app] for app in layout.apps} == {
@@ -83,6 +101,7 @@ def test_overlays_are_merged_as_juju_merges_them() -> None:
         "ovn-central": 3,
         "ovn-relay": 3,
         "neutron": 3,
+        "nova": 3,
     }
     assert layout.tls_proxies == layout.verifying_proxies == {"traefik-public", "traefik-internal"}
     assert ("keystone:certificates", "certificates:certificates") in layout.relations

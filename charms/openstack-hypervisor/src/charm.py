@@ -106,6 +106,8 @@ LIBVIRT = "libvirtd"
 AGENT = "neutron-ovn-metadata-agent"
 NOVA_CONF = "/etc/nova/nova.conf"
 COMPUTE_CONF = "/etc/nova/nova-compute.conf"
+LIBVIRTD_CONF = "/etc/libvirt/libvirtd.conf"
+LIBVIRTD_DEFAULTS = "/etc/default/libvirtd"
 AGENT_INI = "/etc/neutron/neutron_ovn_metadata_agent.ini"
 AGENT_TLS = "/etc/neutron/ovn"
 KVM = "/dev/kvm"
@@ -285,6 +287,18 @@ class OpenStackHypervisorCharm(MachineCharm[HypervisorConfig, HypervisorContext]
             self.nova_file("nova.conf.j2", NOVA_CONF, ctx),
             self.nova_file("nova-compute.conf.j2", COMPUTE_CONF, ctx),
             self.nova_file("logging.conf.j2", "/etc/nova/logging.conf", ctx, permissions=0o644),
+            self.render(
+                "libvirtd.conf.j2",
+                LIBVIRTD_CONF,
+                ctx,
+                user="root",
+                group="root",
+                permissions=0o644,
+                restarts=(LIBVIRT,),
+            ),
+            # libvirtd stays up while idle: it reports guests' lifecycle to nova-compute, and
+            # without socket activation nothing would start it again
+            File(LIBVIRTD_DEFAULTS, 'LIBVIRTD_ARGS=""\n', "root", "root", 0o644, (LIBVIRT,)),
         ]
         if ctx.ca is not None:
             files.append(File(ctx.ca.path, ctx.ca.bundle, "root", "nova", 0o644, (COMPUTE,)))

@@ -70,6 +70,10 @@ OVN_HOST_DEFAULTS = "/etc/default/ovn-host"
 SYSTEM_ID_CONF = "/etc/openvswitch/system-id.conf"
 SYS_NET = "/sys/class/net"
 INTEGRATION_BRIDGE = "br-int"
+#: Open vSwitch's database on localhost TCP, where the machine's other services find it by default
+#: (nova-compute's os-vif, the OVN metadata agent): they run as their own users, and the database's
+#: unix socket is root's alone
+LOCAL_MANAGER = "ptcp:6640:127.0.0.1"
 DATAPATH_TYPES = ("system", "netdev")
 ENCAP_TYPES = ("geneve", "vxlan")
 #: where the unit keeps the Open vSwitch settings it last applied (in its state directory)
@@ -175,6 +179,7 @@ class OVSSettings:
     datapath_type: str
     bridges: tuple[str, ...]
     ports: tuple[tuple[str, str], ...]
+    managers: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: pathlib.Path) -> OVSSettings | None:
@@ -186,6 +191,7 @@ class OVSSettings:
                 data["datapath_type"],
                 tuple(data["bridges"]),
                 tuple((bridge, port) for bridge, port in data["ports"]),
+                tuple(data["managers"]),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -235,6 +241,7 @@ class OVSSettings:
         for bridge in self.bridges:
             commands += [("--may-exist", "add-br", bridge), ("set", "Bridge", bridge, datapath)]
         commands += [("--may-exist", "add-port", bridge, port) for bridge, port in self.ports]
+        commands.append(("set-manager", *self.managers))
         # --no-wait: the database is the truth ovs-vswitchd follows; the hook need not wait for it
         return ("ovs-vsctl", "--no-wait", "--timeout=30", *(w for c in commands for w in ("--", *c)))
 
@@ -365,7 +372,7 @@ class OVNChassisCharm(MachineCharm[ChassisConfig, ChassisContext]):
             "ovn-bridge-mappings": ",".join(f"{physnet}:{bridge}" for physnet, bridge in config.physnets),
             "ovn-cms-options": "enable-chassis-as-gw" if config.enable_chassis_as_gw else "",
         }
-        return OVSSettings(external_ids, config.datapath_type, config.bridges, config.ports)
+        return OVSSettings(external_ids, config.datapath_type, config.bridges, config.ports, (LOCAL_MANAGER,))
 
     def after_start(self, ctx: ChassisContext) -> None:
         settings = self.ovs_settings(ctx)

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..testing import REPO
 from . import controller
-from .cloud import MACHINE_BUNDLE, MACHINE_OVERLAY, BundleError, read_bundle
+from .cloud import MACHINE_BUNDLE, MACHINE_OVERLAYS, BundleError, read_bundle
 from .containers import MARKER
 from .network import MARIADB_SOCKET, RABBITMQ
 
@@ -368,7 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             type=pathlib.Path,
             action="append",
             default=None,
-            help=f"overlays of the machine bundle (default: {MACHINE_OVERLAY.relative_to(REPO)})",
+            help="overlays of the machine bundle (default: "
+            + ", ".join(str(o.relative_to(REPO)) for o in MACHINE_OVERLAYS)
+            + ")",
         )
         command.add_argument("--seed", type=int, default=0, help="the order of the first hooks")
         command.add_argument("--timeout", type=float, default=1200)
@@ -393,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("up", "controller") and not args.no_machines:
         machines = args.machines.absolute()
         given = args.machine_overlay
-        machine_overlays = [o.absolute() for o in (given if given is not None else [MACHINE_OVERLAY])]
+        machine_overlays = [o.absolute() for o in (given if given is not None else MACHINE_OVERLAYS)]
     if args.command == "up":
         return up(
             state,

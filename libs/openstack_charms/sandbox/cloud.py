@@ -53,9 +53,12 @@ IMAGE_FILES: Mapping[tuple[str, str], Mapping[str, str]] = {
 }
 
 #: the machine model deployed beside the default bundle, and what this machine needs of it: Open
-#: vSwitch's userspace datapath (no kernel module here)
+#: vSwitch's userspace datapath (no kernel module here) and guests under QEMU's emulation (no usable KVM)
 MACHINE_BUNDLE = REPO / "bundles" / "hypervisor.yaml"
-MACHINE_OVERLAY = REPO / "bundles" / "hypervisor-overlays" / "userspace-datapath.yaml"
+MACHINE_OVERLAYS = tuple(
+    REPO / "bundles" / "hypervisor-overlays" / name
+    for name in ("userspace-datapath.yaml", "emulated-cpu.yaml")
+)
 
 #: interfaces whose provider answers again whenever the request changes (a CA signs each new
 #: request; traefik routes to https once a unit serves it)
@@ -83,12 +86,14 @@ class Layout:
     verifying_proxies: frozenset[str] = frozenset()
     #: the Debian packages standing in for our charms' images (see :mod:`.packages`)
     debian: frozenset[str] = frozenset()
-    #: our applications that are machine charms (from the machine bundle: one machine per unit)
+    #: our applications that are machine charms (from the machine bundle)
     machines: frozenset[str] = frozenset()
+    #: a machine unit -> the bundle's machine it is placed on (``to:``); one of its own otherwise
+    placement: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def packages(self) -> set[str]:
         """Every Debian package this layout needs here: its images', its machines', its stand-ins'."""
-        machine = {p for ps in MACHINE_PACKAGES.values() for p in ps} if self.machines else set()
+        machine = {p for m in MACHINE_PACKAGES.values() for p in m.debian} if self.machines else set()
         return (
             set(self.debian) | machine | ({"haproxy"} if "traefik-k8s" in self.stand_ins.values() else set())
         )
@@ -180,9 +185,10 @@ def read_bundle(
             elif endpoint == "receive-ca-cert":
                 verifying.add(app)
     machines: set[str] = set()
+    placement: dict[str, str] = {}
     if machine_bundle is not None:
         machines = _read_machine_bundle(
-            machine_bundle, machine_overlays, _offers(docs[1:]), apps, scale, config, relations
+            machine_bundle, machine_overlays, _offers(docs[1:]), apps, scale, config, relations, placement
         )
     for a, b in relations:
         for end in (a, b):
@@ -202,6 +208,7 @@ def read_bundle(
         frozenset(verifying),
         frozenset(debian),
         frozenset(machines),
+        placement,
     )
 
 
@@ -223,8 +230,9 @@ def _read_machine_bundle(
     scale: dict[str, int],
     config: dict[str, dict[str, Any]],
     relations: list[tuple[str, str]],
+    placement: dict[str, str],
 ) -> set[str]:
-    """Add a machine bundle's applications and relations (its saas resolved to the offers); its apps."""
+    """Add a machine bundle's applications, placements and relations (saas resolved to offers); its apps."""
     from ..machine import MachineCharm
     from ..testing import load_charm_class
 
@@ -254,6 +262,15 @@ def _read_machine_bundle(
             dict(spec.get("options") or {}),
         )
         machines.add(app)
+        # the n-th unit goes to the n-th machine of `to:`; units beyond them each get a new machine
+        to = [str(m) for m in spec.get("to") or []]
+        declared = {str(m) for m in base.get("machines") or {}}
+        if len(to) > scale[app] or not set(to) <= declared:
+            raise BundleError(
+                f"{path.name}: application {app!r}: 'to' must name at most num_units of the bundle's "
+                f"machines {sorted(declared)}, not {to}"
+            )
+        placement.update({f"{app}/{n}": machine for n, machine in enumerate(to)})
 
     def resolve(end: str) -> str:
         app, _, endpoint = end.partition(":")
@@ -446,9 +463,15 @@ class Cloud:
         self._bind(unit, charm)
 
     def _add_machine(self, unit: str) -> None:
-        """A machine for a machine unit (one unit per machine), with its host name."""
-        container = self.machine.add_container(unit, MACHINE, hostname=hostname_of(unit), keep=under_tmp())
-        self.hosts[unit] = SandboxHost(container, self.machine.state)
+        """A machine unit's machine: the bundle's it is placed on, made by its first unit; else its own."""
+        placed = self.layout.placement.get(unit)
+        sharing = next((u for u in self.hosts if placed and self.layout.placement.get(u) == placed), None)
+        if sharing is not None:
+            container = self.machine.share_machine(unit, sharing)
+        else:
+            hostname = hostname_of(unit, placed)
+            container = self.machine.add_container(unit, MACHINE, hostname=hostname, keep=under_tmp())
+        self.hosts[unit] = SandboxHost(container, self.machine.state, self.venv)
 
     def _machine_of(self, unit: str) -> tuple[SandboxHost, pathlib.Path]:
         """A machine unit's host, and where its agent keeps the charm's state (as /var/lib/juju does)."""
@@ -709,7 +732,9 @@ class Cloud:
         """Every container's /etc/hosts naming every pod and machine there is now, as DNS answers."""
         self.machine.write_hosts(
             {
-                self.machine.address(u): [hostname_of(u) if u in self.hosts else self.pod_name(u)]
+                self.machine.address(u): [
+                    self.hosts[u].container.hostname or "" if u in self.hosts else self.pod_name(u)
+                ]
                 for u in self.machine.networks
             }
         )

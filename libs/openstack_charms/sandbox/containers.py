@@ -88,7 +88,8 @@ class Container:
         #: a machine's host name (in a UTS namespace of its own); ``None`` for a pod's container
         self.hostname = hostname
         script = ["set -e"]
-        for directory in OVERLAID:
+        # a machine's /usr is its own too: its packages put their programs and units there
+        for directory in (*OVERLAID, "/usr") if hostname else OVERLAID:
             upper, work = state / "upper" / directory[1:], state / "work" / directory[1:]
             upper.mkdir(parents=True)
             work.mkdir(parents=True)
@@ -100,8 +101,22 @@ class Container:
                 f"mount --bind {shlex.quote(str(volume))} {shlex.quote(location)}",
             ]
         if hostname:
-            # a machine: its name, and a sysfs of its own network (/sys/class/net: its interfaces)
-            script += [f"hostname {shlex.quote(hostname)}", "mount -t sysfs sysfs /sys"]
+            # a machine: its name, a sysfs of its own network (/sys/class/net: its interfaces), and
+            # the control groups a machine's init mounts there (libvirt puts its guests in them)
+            script += [
+                f"hostname {shlex.quote(hostname)}",
+                "mkdir /run/.cgroup",
+                "mount --rbind /sys/fs/cgroup /run/.cgroup",
+                "mount -t sysfs sysfs /sys",
+                "mount --move /run/.cgroup /sys/fs/cgroup",
+                "rmdir /run/.cgroup",
+                # what udev does on the machine: /dev/kvm is group kvm's (libvirt's QEMU user is in it),
+                # on a node of the machine's own, the host's left as it is
+                "if [ -c /dev/kvm ] && getent group kvm >/dev/null; then",
+                "  mknod -m 0660 /run/.kvm c $((0x$(stat -c %t /dev/kvm))) $((0x$(stat -c %T /dev/kvm)))",
+                "  chgrp kvm /run/.kvm && mount --bind /run/.kvm /dev/kvm",
+                "fi",
+            ]
         # what must stay visible under the container's own /tmp is set aside, then put back on it
         for i, path in enumerate(keep):
             script += [f"mkdir /run/.keep{i}", f"mount --bind {shlex.quote(path)} /run/.keep{i}"]
@@ -235,6 +250,30 @@ class Machine:
             key, unit_dir / "containers" / name, volumes, self.networks[unit], hostname, keep
         )
         return self.containers[key]
+
+    def share_machine(self, unit: str, other: str) -> Container:
+        """Place ``unit`` on the machine ``other`` runs on: the same filesystem, network and services."""
+        (name, machine), *_ = [(n, c) for (u, n), c in self.containers.items() if u == other and c.hostname]
+        self.containers[(unit, name)] = machine
+        self.networks[unit] = self.networks[other]
+        return machine
+
+    def _shared(self, unit: str) -> bool:
+        """Whether another unit still runs on ``unit``'s machine."""
+        network = self.networks.get(unit)
+        return any(n is network and u != unit for u, n in self.networks.items())
+
+    def _power_off(self, machine: Container) -> None:
+        """A machine shut down: its services stopped, then whatever still runs on it (guests) killed."""
+        from .machines import SandboxHost
+
+        SandboxHost(machine, self.state).stop_all()
+        # not the namespaces' holders, nor this process (whose threads enter units' networks)
+        spared = {machine.network.holder.pid, machine.holder.pid, os.getpid()}
+        for pid in machine.network.processes():
+            if pid not in spared:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def address(self, unit: str) -> str:
         """The unit's own address on the bridge."""
@@ -606,16 +645,17 @@ class Machine:
             self.stop(key, name)
         for check in [k for k in self.checks if k[0][0] == unit]:
             del self.checks[check]
+        shared = self._shared(unit)
         for key in [k for k in self.containers if k[0] == unit]:
             container = self.containers.pop(key)
+            if shared:
+                # the machine stays, with the other units' software (and this one's, as Juju leaves it)
+                continue
             if container.hostname:
-                from .machines import SandboxHost
-
-                # a machine's services: stopped as its shutdown stops them
-                SandboxHost(container, self.state).stop_all()
+                self._power_off(container)
             container.close()
         network = self.networks.pop(unit, None)
-        if network is not None:
+        if network is not None and not shared:
             # a socket of this process still open in the unit's network keeps the namespace
             gc.collect()
             network.close()
@@ -630,14 +670,15 @@ class Machine:
         """Stop every service, end every container, remove their state; fail if any of it survived."""
         for key, name in list(self.processes):
             self.stop(key, name)
-        for container in self.containers.values():
+        # a machine several units run on is one container and one network
+        containers = list({id(c): c for c in self.containers.values()}.values())
+        networks = list({id(n): n for n in self.networks.values()}.values())
+        for container in containers:
             if container.hostname:
-                from .machines import SandboxHost
-
-                SandboxHost(container, self.state).stop_all()
-        for container in self.containers.values():
+                self._power_off(container)
+        for container in containers:
             container.close()
-        for network in self.networks.values():
+        for network in networks:
             network.close()
         shutil.rmtree(self.state, ignore_errors=True)
         # a socket this process opened in a unit's network (a charm's, a check's) keeps that

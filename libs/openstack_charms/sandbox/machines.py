@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from ..host import DEFAULT_PATH, Completed, HostError, Stat
 from ..plan import Command, Snap
 from .containers import MARKER, Container
-from .packages import MACHINE_PACKAGES, ensure_debian
+from .packages import MACHINE_PACKAGES, Account, MachinePackage, Shipped, ensure_debian
 
 #: the container name of a machine unit (its one "container": the machine)
 MACHINE = "machine"
@@ -64,9 +64,9 @@ def under_tmp() -> list[str]:
     return sorted(str(p) for p in paths if p.is_relative_to("/tmp"))
 
 
-def hostname_of(unit: str) -> str:
-    """The host name of the machine a unit runs on (Juju names machines; one machine per unit here)."""
-    return "machine-" + unit.replace("/", "-")
+def hostname_of(unit: str, machine: str | None = None) -> str:
+    """The host name of the machine a unit runs on: the bundle's machine it is placed on, else its own."""
+    return f"machine-{machine}" if machine else "machine-" + unit.replace("/", "-")
 
 
 @contextlib.contextmanager
@@ -101,12 +101,14 @@ def _entry(table: pathlib.Path, name: str) -> list[str] | None:
 class SandboxHost:
     """A machine unit's host (a :class:`~openstack_charms.host.HostBackend`), inside its container."""
 
-    def __init__(self, container: Container, state: pathlib.Path) -> None:
+    def __init__(self, container: Container, state: pathlib.Path, venv: pathlib.Path | None = None) -> None:
         self.container = container
         #: the sandbox's units directory: every process started here carries it (see ``down``)
         self.state = state
-        #: Ubuntu package -> (the version the charm pinned, the Debian packages given instead)
-        self.substituted: dict[str, tuple[str, tuple[str, ...]]] = {}
+        #: the OpenStack release's venv, which stands in for Ubuntu's OpenStack packages
+        self.venv = venv
+        #: Ubuntu package -> (the version the charm pinned, what was given instead)
+        self.substituted: dict[str, tuple[str, MachinePackage]] = {}
 
     # files -----------------------------------------------------------------------
 
@@ -187,18 +189,71 @@ class SandboxHost:
 
     # packages --------------------------------------------------------------------
 
+    def update_package_lists(self) -> None:
+        """Nothing to refresh: :data:`~.packages.MACHINE_PACKAGES` stands in for every archive."""
+
     def install_apt(self, name: str, version: str) -> None:
-        debian = MACHINE_PACKAGES.get(name)
-        if debian is None:
+        package = MACHINE_PACKAGES.get(name)
+        if package is None:
             raise HostError(
                 f"apt package {name} is not one the sandbox provides ({', '.join(sorted(MACHINE_PACKAGES))})",
                 retry=False,
             )
         try:
-            ensure_debian(debian)
+            ensure_debian(package.debian)
         except (LookupError, RuntimeError, subprocess.SubprocessError) as e:
             raise HostError(f"providing apt package {name}: {str(e).splitlines()[0]}") from None
-        self.substituted[name] = (version, debian)
+        for account in package.accounts:
+            self._account(account)
+        for path, owner, group, mode in package.directories:
+            self.make_dir(path, owner, group, mode)
+        for shipped in package.files:
+            self.write(shipped.path, self._shipped(shipped), shipped.owner, shipped.group, shipped.mode)
+        for program in package.programs:
+            self._link(f"/usr/bin/{program}", program)
+        self.substituted[name] = (version, package)
+
+    def _link(self, path: str, program: str) -> None:
+        if self.venv is None:
+            raise HostError(f"{path}: the sandbox has no OpenStack venv", retry=False)
+        target = self._path(path)
+        if os.path.islink(target) and os.readlink(target) == str(self.venv / "bin" / program):
+            return
+        target.unlink(missing_ok=True)
+        target.symlink_to(self.venv / "bin" / program)
+
+    def _shipped(self, shipped: Shipped) -> bytes:
+        if self.venv is None:
+            raise HostError(f"{shipped.path}: the sandbox has no OpenStack venv", retry=False)
+        if not shipped.from_venv:
+            return shipped.text.encode()
+        return (self.venv / shipped.from_venv).read_bytes()
+
+    def _account(self, account: Account) -> None:
+        """The user and group a package's maintainer script adds (and the groups it joins), in the machine."""
+        passwd = self.container.path("/etc/passwd")
+        if _entry(passwd, account.name) is None:
+            self._root(
+                "useradd", "--system", "--user-group", "--home-dir", account.home, "--no-create-home",
+                "--shell", account.shell, account.name,
+            )  # fmt: skip
+        for group in account.groups:
+            members = _entry(self.container.path("/etc/group"), group)
+            if members is None:
+                raise HostError(f"group {group} does not exist for {account.name} to join", retry=False)
+            if account.name not in members[3].split(","):
+                self._root("usermod", "--append", "--groups", group, account.name)
+
+    def _root(self, *argv: str) -> None:
+        done = subprocess.run(
+            self.container.command(list(argv), user=None, group=None),
+            env={"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise HostError(f"{argv[0]} {argv[-1]}: {done.stderr.strip()[-300:]}", retry=False)
 
     def install_snap(self, snap: Snap) -> None:
         raise HostError(f"snap {snap.name} cannot be installed: the sandbox has no snapd", retry=False)
@@ -284,7 +339,10 @@ class SandboxHost:
 
     def provided(self) -> list[str]:
         """What stood in for each package the charm installed, one line each."""
-        return [
-            f"{name} {version or '(any)'} -> Debian {', '.join(debian)}"
-            for name, (version, debian) in sorted(self.substituted.items())
-        ]
+        lines = []
+        for name, (version, package) in sorted(self.substituted.items()):
+            given = [f"Debian {', '.join(package.debian)}"] if package.debian else []
+            if package.files or package.accounts:
+                given.append("the release's venv")
+            lines.append(f"{name} {version or '(any)'} -> {' and '.join(given) or 'nothing'}")
+        return lines

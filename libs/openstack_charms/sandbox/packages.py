@@ -20,11 +20,21 @@ from .network import host_command
 #: Debian bookworm's versions (main and security archives); an update replacing one moves its pin
 DEBIAN_PINS: Mapping[str, str] = {
     "haproxy": "2.6.12-1+deb12u4",
+    "libvirt-clients": "9.0.0-4+deb12u2",
+    "libvirt-daemon": "9.0.0-4+deb12u2",
+    "libvirt-daemon-driver-qemu": "9.0.0-4+deb12u2",
+    "libvirt-daemon-system": "9.0.0-4+deb12u2",
+    "libvirt-dev": "9.0.0-4+deb12u2",
+    "pkg-config": "1.8.1-1",
     "ovn-central": "23.03.1-1~deb12u2",
     "ovn-common": "23.03.1-1~deb12u2",
     "ovn-host": "23.03.1-1~deb12u2",
     "openvswitch-common": "3.1.0-2+deb12u1",
     "openvswitch-switch": "3.1.0-2+deb12u1",
+    "qemu-system-x86": "1:7.2+dfsg-7+deb12u18+b3",
+    "qemu-utils": "1:7.2+dfsg-7+deb12u18+b3",
+    "spice-html5": "0.3.0-2",
+    "sudo": "1.9.13p3-1+deb12u4",
 }
 
 
@@ -43,6 +53,7 @@ VENV = Source()
 OVN_CENTRAL = Source(("ovn-central", "ovn-common", "openvswitch-common"))
 # ovsdb-server and ovsdb-client are openvswitch-common's in Debian 12; a relay gets its schema from its source
 OVN_RELAY = Source(("openvswitch-common",))
+SPICE_PROXY = Source(("spice-html5",))
 
 #: image (without its tag) -> what stands in for it here
 IMAGES: Mapping[str, Source] = {
@@ -50,6 +61,11 @@ IMAGES: Mapping[str, Source] = {
     "quay.io/openstack.kolla/glance-api": VENV,
     "quay.io/openstack.kolla/placement-api": VENV,
     "quay.io/openstack.kolla/neutron-server": VENV,
+    "quay.io/openstack.kolla/nova-api": VENV,
+    "quay.io/openstack.kolla/nova-scheduler": VENV,
+    "quay.io/openstack.kolla/nova-conductor": VENV,
+    # the proxy serves the SPICE HTML5 client kolla's image carries at /usr/share/spice-html5
+    "quay.io/openstack.kolla/nova-spicehtml5proxy": SPICE_PROXY,
     "quay.io/openstack.kolla/ovn-nb-db-server": OVN_CENTRAL,
     "quay.io/openstack.kolla/ovn-sb-db-server": OVN_CENTRAL,
     "quay.io/openstack.kolla/ovn-northd": OVN_CENTRAL,
@@ -57,11 +73,150 @@ IMAGES: Mapping[str, Source] = {
 }
 
 
-#: what a machine charm's apt package is stood in by here: Ubuntu's package -> Debian's, at their
-#: pins above (whatever version the charm pinned: Ubuntu's versions are not in Debian's archive)
-MACHINE_PACKAGES: Mapping[str, tuple[str, ...]] = {
-    "openvswitch-switch": ("openvswitch-switch", "openvswitch-common"),
-    "ovn-host": ("ovn-host", "ovn-common"),
+@dataclasses.dataclass(frozen=True)
+class Account:
+    """A system user a package's maintainer scripts make (with a group of its name), and groups it joins."""
+
+    name: str
+    home: str
+    shell: str = "/usr/sbin/nologin"
+    groups: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Shipped:
+    """A file a package ships: its text, owner and mode, or the file ``from_venv`` of the release's venv."""
+
+    path: str
+    text: str = ""
+    owner: str = "root"
+    group: str = "root"
+    mode: int = 0o644
+    from_venv: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class MachinePackage:
+    """What stands in for one of Ubuntu's packages on a machine.
+
+    Debian's packages at their pins, for what Debian has (Open vSwitch, libvirt,
+    QEMU); for OpenStack's own packages, the release's venv, laid out as Ubuntu's
+    package lays out its own: its programs in /usr/bin (the venv's, linked; a
+    machine's /usr is its own), its systemd unit in /usr/lib/systemd/system
+    running them as Ubuntu's does, its system users, directories, sudoers and
+    rootwrap files.
+    """
+
+    debian: tuple[str, ...] = ()
+    accounts: tuple[Account, ...] = ()
+    directories: tuple[tuple[str, str, str, int], ...] = ()
+    """(path, owner, group, mode)."""
+    files: tuple[Shipped, ...] = ()
+    programs: tuple[str, ...] = ()
+    """The venv's programs the package puts in /usr/bin."""
+
+    def __add__(self, other: MachinePackage) -> MachinePackage:
+        """Both packages (one of Ubuntu's that depends on another)."""
+        return MachinePackage(
+            *(getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self))
+        )
+
+
+def _unit(description: str, user: str, exec_start: str, after: str = "") -> Shipped:
+    """A systemd unit as Ubuntu's OpenStack packages ship one: the daemon as its user, in its state dir."""
+    lines = ["[Unit]", f"Description={description}"]
+    lines += [f"After={after}"] if after else []
+    lines += ["", "[Service]", f"User={user}", f"Group={user}", "Type=simple"]
+    lines += [f"WorkingDirectory=/var/lib/{user}", f"ExecStart={exec_start}", "", "[Install]"]
+    lines += ["WantedBy=multi-user.target", ""]
+    name = exec_start.split()[0].rsplit("/", 1)[-1]
+    return Shipped(f"/usr/lib/systemd/system/{name}.service", "\n".join(lines))
+
+
+def _sudoers(user: str, *commands: str) -> Shipped:
+    """The package's sudoers file: its user runs its rootwrap (and through it, privsep's helper) as root."""
+    lines = [f"Defaults:{user} !requiretty", ""]
+    lines += [f"{user} ALL = (root) NOPASSWD: {command}" for command in commands]
+    return Shipped(f"/etc/sudoers.d/{user}_sudoers", "\n".join(lines) + "\n", mode=0o440)
+
+
+def _common(service: str, shell: str, filters: str) -> MachinePackage:
+    """Ubuntu's ``<service>-common``: the user, /etc/<service> with its rootwrap, state and log dirs."""
+    rootwrap = f"/usr/bin/{service}-rootwrap /etc/{service}/rootwrap.conf"
+    return MachinePackage(
+        debian=("sudo",),
+        accounts=(Account(service, f"/var/lib/{service}", shell),),
+        directories=(
+            (f"/etc/{service}", "root", service, 0o750),
+            (f"/var/lib/{service}", service, service, 0o755),
+            (f"/var/log/{service}", service, "adm", 0o750),
+            (f"/var/lock/{service}", service, service, 0o750),
+        ),
+        files=(
+            _sudoers(
+                service, f"{rootwrap} *", f"/usr/bin/{service}-rootwrap-daemon /etc/{service}/rootwrap.conf"
+            ),
+            Shipped(f"/etc/{service}/rootwrap.conf", from_venv=f"etc/{service}/rootwrap.conf"),
+            Shipped(f"/etc/{service}/rootwrap.d/{filters}", from_venv=f"etc/{service}/rootwrap.d/{filters}"),
+        ),
+        programs=(f"{service}-rootwrap", f"{service}-rootwrap-daemon", "privsep-helper"),
+    )
+
+
+#: Ubuntu's nova-compute (with nova-common): nova-compute.service, reading nova.conf and nova-compute.conf
+NOVA_COMPUTE = _common("nova", "/bin/sh", "compute.filters") + MachinePackage(
+    directories=(("/var/lib/nova/instances", "nova", "nova", 0o755),),
+    files=(
+        _unit(
+            "OpenStack Compute",
+            "nova",
+            "/usr/bin/nova-compute --config-file=/etc/nova/nova.conf "
+            "--config-file=/etc/nova/nova-compute.conf --log-file=/var/log/nova/nova-compute.log",
+            after="libvirtd.service",
+        ),
+    ),
+    programs=("nova-compute", "nova-manage"),
+)
+#: Ubuntu's nova-compute-kvm (through nova-compute-libvirt): libvirt and QEMU, nova in their groups
+NOVA_COMPUTE_KVM = MachinePackage(
+    debian=(
+        "libvirt-daemon-system",
+        "libvirt-daemon",
+        "libvirt-daemon-driver-qemu",
+        "libvirt-clients",
+        "qemu-system-x86",
+        "qemu-utils",
+    ),
+    accounts=(Account("nova", "/var/lib/nova", "/bin/sh", groups=("libvirt", "kvm")),),
+)
+#: Ubuntu's neutron-ovn-metadata-agent (with neutron-common): the agent, and the haproxy it runs per network
+NEUTRON_OVN_METADATA_AGENT = _common("neutron", "/usr/sbin/nologin", "rootwrap.filters") + MachinePackage(
+    debian=("haproxy",),
+    # neutron-common's neutron.conf, which the agent reads first: nothing this machine needs is in it
+    files=(
+        Shipped("/etc/neutron/neutron.conf", "[DEFAULT]\n", group="neutron", mode=0o640),
+        _unit(
+            "OpenStack Neutron OVN Metadata Agent",
+            "neutron",
+            "/usr/bin/neutron-ovn-metadata-agent --config-file=/etc/neutron/neutron.conf "
+            "--config-file=/etc/neutron/neutron_ovn_metadata_agent.ini "
+            "--log-file=/var/log/neutron/neutron-ovn-metadata-agent.log",
+        ),
+    ),
+    programs=("neutron-ovn-metadata-agent",),
+)
+
+#: what a machine charm's apt package is stood in by here: Ubuntu's package -> what stands in for
+#: it (Debian's at their pins above, whatever version the charm pinned: Ubuntu's versions are not
+#: in Debian's archive; the release's venv for OpenStack's own)
+MACHINE_PACKAGES: Mapping[str, MachinePackage] = {
+    "openvswitch-switch": MachinePackage(("openvswitch-switch", "openvswitch-common")),
+    "ovn-host": MachinePackage(("ovn-host", "ovn-common")),
+    # the archive's key: nothing to trust here, the map stands in for every archive
+    "ubuntu-cloud-keyring": MachinePackage(),
+    "nova-compute": NOVA_COMPUTE,
+    "nova-compute-kvm": NOVA_COMPUTE_KVM,
+    "neutron-ovn-metadata-agent": NEUTRON_OVN_METADATA_AGENT,
 }
 
 
@@ -131,6 +286,14 @@ def ensure_debian(packages: Iterable[str]) -> None:
     )
     if done.returncode != 0:
         raise RuntimeError(f"apt-get install {' '.join(pins)}: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    for script in ("haproxy", "openvswitch-switch", "ovn-central", "ovn-host"):
+    for script in (
+        "haproxy",
+        "openvswitch-switch",
+        "ovn-central",
+        "ovn-host",
+        "libvirtd",
+        "virtlogd",
+        "virtlockd",
+    ):
         if script in fresh and os.path.exists(f"/etc/init.d/{script}"):
             subprocess.run([f"/etc/init.d/{script}", "stop"], capture_output=True, check=False, timeout=60)

@@ -170,9 +170,10 @@ class Ingress:
                 f"    default_backend {name}",
                 f"backend {name}",
                 "    balance roundrobin",
-                # every API's root answers its versions without a token (200 or 300)
+                # a unit is up when it answers HTTP without a server error: every API's root gives
+                # its versions (200 or 300), the console proxy's a 404 (its client is a file below)
                 "    option httpchk GET /",
-                "    http-check expect rstatus ^[23]",
+                "    http-check expect rstatus ^[234]",
             ]
             for unit in self.machine.units(route.app):
                 server = unit.replace("/", "-")

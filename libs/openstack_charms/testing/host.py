@@ -32,7 +32,7 @@ import stat
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..host import Completed, HostError, Stat
+from ..host import Completed, HostError, Stat, update_package_lists
 from ..plan import Command, Snap
 
 if TYPE_CHECKING:
@@ -189,6 +189,10 @@ class FakeHost:
         self.owners.pop(path, None)
 
     # HostBackend: packages
+
+    def update_package_lists(self) -> None:
+        # as a real machine does it: the command, which a test may make fail
+        update_package_lists(self)
 
     def install_apt(self, name: str, version: str) -> None:
         self._op("apt", name, version)

@@ -160,8 +160,9 @@ def test_neutron_conf(ctx: testing.Context[Any]) -> None:
     assert default["dns_domain"] == "openstack.internal."
     # OVN's native DHCP, and no nova yet
     assert default["dhcp_agent_notification"] == "false"
-    assert default["notify_nova_on_port_status_changes"] == "false"
-    assert default["notify_nova_on_port_data_changes"] == "false"
+    # nova waits for network-vif-plugged: neutron tells it of port events
+    assert default["notify_nova_on_port_status_changes"] == "true"
+    assert default["notify_nova_on_port_data_changes"] == "true"
     user = f"relation-{fixtures[0].relation.id}"
     assert neutron["database"]["connection"] == f"mysql+pymysql://{user}:db-password@{MYSQL_ENDPOINT}/neutron"
     auth = neutron["keystone_authtoken"]

@@ -55,9 +55,9 @@ def ctx() -> testing.Context[Any]:
 
 def mandatory() -> list[RelationFixture]:
     return [
-        database_fixture("api-database", "nova_api", relation_id=911),
-        database_fixture("database", "nova", relation_id=912),
-        database_fixture("cell-database", "nova_cell0", relation_id=913, password="cell0-password"),
+        database_fixture("api-database", "nova_api", relation_id=911_000),
+        database_fixture("database", "nova", relation_id=912_000),
+        database_fixture("cell-database", "nova_cell0", relation_id=913_000, password="cell0-password"),
         amqp_fixture(),
         identity_service_fixture(requirer_app="nova"),
         readiness_fixture(),
@@ -74,7 +74,11 @@ def relations() -> list[RelationFixture]:
     ]
 
 
-def hypervisor(relation_id: int = 940) -> testing.Relation:
+#: far above the ids ops.testing hands out by itself across the whole suite's process
+HYPERVISOR_RELATION = 940_000
+
+
+def hypervisor(relation_id: int = HYPERVISOR_RELATION) -> testing.Relation:
     return testing.Relation(
         "nova-service", interface="nova", remote_app_name="openstack-hypervisor", id=relation_id
     )
@@ -142,11 +146,13 @@ def test_active_with_every_relation(ctx: testing.Context[Any]) -> None:
 def test_nova_conf_databases_queue_and_keystone(ctx: testing.Context[Any]) -> None:
     c = conf(ctx, ctx.run(ctx.on.config_changed(), complete()))
     host = MYSQL_ENDPOINT
-    assert c["api_database"]["connection"] == f"mysql+pymysql://relation-911:db-password@{host}/nova_api"
-    assert c["database"]["connection"] == f"mysql+pymysql://relation-912:db-password@{host}/nova"
+    assert c["api_database"]["connection"] == f"mysql+pymysql://relation-911000:db-password@{host}/nova_api"
+    assert c["database"]["connection"] == f"mysql+pymysql://relation-912000:db-password@{host}/nova"
     assert (
         c["DEFAULT"]["transport_url"] == f"rabbit://nova:rabbit-password@{RABBITMQ_HOSTNAME}:5672/openstack"
     )
+    # the unit's own host: its scheduler and conductor are services of their own in nova's list
+    assert c["DEFAULT"]["host"] == "nova-k8s-0"
     # cell0's database is nova-manage's business (its mapping), never a section of nova.conf
     assert (
         "nova_cell0" not in pushed_files(ctx.run(ctx.on.config_changed(), complete()), ctx, "nova-api")[CONF]
@@ -365,7 +371,7 @@ def test_bad_ingress_data_never_crashes_a_hook(ctx: testing.Context[Any], bad: d
     # an optional ingress never holds nova back: the hypervisors just get no console URL yet
     assert out.unit_status.name == "active"
     # Juju keeps no empty value: an empty URL is an absent key, which requirers read as ""
-    assert "spice-proxy-url" not in out.get_relation(940).local_app_data
+    assert "spice-proxy-url" not in out.get_relation(HYPERVISOR_RELATION).local_app_data
 
 
 def test_bad_placement_data_waits(ctx: testing.Context[Any]) -> None:
@@ -407,7 +413,7 @@ def test_leader_work_runs_again_when_a_database_moves(
 ) -> None:
     out = ctx.run(ctx.on.config_changed(), complete(tmp_path))
     ctx.exec_history.clear()
-    moved = database_fixture("database", "nova", relation_id=912, endpoints="mysql-new:3306")
+    moved = database_fixture("database", "nova", relation_id=912_000, endpoints="mysql-new:3306")
     relations_ = [r for r in out.relations if r.endpoint != "database"]
     out = ctx.run(
         ctx.on.config_changed(),
@@ -438,7 +444,7 @@ def test_nova_service_databag_and_grant(ctx: testing.Context[Any]) -> None:
     out = ctx.run(
         ctx.on.relation_changed(relation), dataclasses.replace(state, relations=[*state.relations, relation])
     )
-    data = out.get_relation(940).local_app_data
+    data = out.get_relation(HYPERVISOR_RELATION).local_app_data
     secret = shared_secret(out)
     assert data == {
         "spice-proxy-url": SPICE_URL,
@@ -448,7 +454,7 @@ def test_nova_service_databag_and_grant(ctx: testing.Context[Any]) -> None:
         "metadata-proxy-shared-secret-id": secret.id,
     }
     assert secret.owner == "app"
-    assert "openstack-hypervisor" in secret.remote_grants.get(940, set())
+    assert "openstack-hypervisor" in secret.remote_grants.get(HYPERVISOR_RELATION, set())
     assert secret.tracked_content["metadata-proxy-shared-secret"] not in json.dumps(dict(data))
 
 
@@ -459,7 +465,7 @@ def test_nova_service_empty_urls_without_their_ingress(ctx: testing.Context[Any]
     out = ctx.run(
         ctx.on.relation_changed(relation), dataclasses.replace(state, relations=[*state.relations, relation])
     )
-    data = out.get_relation(940).local_app_data
+    data = out.get_relation(HYPERVISOR_RELATION).local_app_data
     assert "spice-proxy-url" not in data and "metadata-url" not in data and data["pci-aliases"] == "[]"
     assert "ingress-console" in out.unit_status.message
 
@@ -472,7 +478,7 @@ def test_nova_service_nothing_from_a_non_leader(ctx: testing.Context[Any]) -> No
         ctx.on.relation_changed(relation), dataclasses.replace(state, relations=[*state.relations, relation])
     )
     assert out.unit_status == ops.ActiveStatus()
-    assert out.get_relation(940).local_app_data == {}
+    assert out.get_relation(HYPERVISOR_RELATION).local_app_data == {}
 
 
 # -- actions ------------------------------------------------------------------------------

@@ -90,12 +90,12 @@ def test_nova_s_databag_is_what_the_requirer_reads() -> None:
     from openstack_charms.testing import charm_context, complete_state
 
     ctx = charm_context("nova-k8s")
-    relation = testing.Relation("nova-service", interface="nova", remote_app_name="hypervisor", id=950)
+    relation = testing.Relation("nova-service", interface="nova", remote_app_name="hypervisor", id=950_000)
     state = complete_state("nova-k8s", execs=[testing.Exec([], stdout="")])
     out = ctx.run(
         ctx.on.relation_changed(relation), dataclasses.replace(state, relations=[*state.relations, relation])
     )
-    published = out.get_relation(950).local_app_data
+    published = out.get_relation(950_000).local_app_data
     secret = next(s for s in out.secrets if s.label == "shared-metadata-secret")
     granted = testing.Secret(dict(secret.tracked_content), id=secret.id, owner=None)
     fixture = nova_service_fixture()

@@ -273,6 +273,27 @@ def test_the_services_run_libvirt_before_nova_compute(ctx: testing.Context[Any])
     assert host.mode("/var/lib/nova/instances") == 0o755
 
 
+def test_libvirtd_lets_the_libvirt_group_in_and_stays_up(ctx: testing.Context[Any]) -> None:
+    settle(ctx)
+    host = host_of(ctx)
+    conf = host.read_text("/etc/libvirt/libvirtd.conf")
+    settings = dict(line.split(" = ") for line in conf.splitlines() if line and not line.startswith("#"))
+    # nova is in group libvirt: the socket's group is the access control, no polkit over D-Bus
+    assert settings == {
+        "unix_sock_group": '"libvirt"',
+        "unix_sock_ro_perms": '"0777"',
+        "unix_sock_rw_perms": '"0770"',
+        "auth_unix_ro": '"none"',
+        "auth_unix_rw": '"none"',
+    }
+    assert (host.owner("/etc/libvirt/libvirtd.conf"), host.mode("/etc/libvirt/libvirtd.conf")) == (
+        (0, 0),
+        0o644,
+    )
+    # Ubuntu's unit gives libvirtd --timeout 120 unless this file says otherwise
+    assert host.read_text("/etc/default/libvirtd") == 'LIBVIRTD_ARGS=""\n'
+
+
 def test_nova_conf(ctx: testing.Context[Any]) -> None:
     settle(ctx, config={"reserved-host-memory-mb": 2048})
     conf = ini(host_of(ctx), NOVA_CONF)
@@ -296,7 +317,7 @@ def test_nova_conf(ctx: testing.Context[Any]) -> None:
         assert conf[section]["valid_interfaces"] == "internal", section
         assert conf[section]["region_name"] == "RegionOne", section
     assert conf["neutron"]["ovs_bridge"] == "br-int"
-    assert conf["os_vif_ovs"]["ovsdb_connection"] == "unix:/run/openvswitch/db.sock"
+    assert conf["os_vif_ovs"]["ovsdb_connection"] == "tcp:127.0.0.1:6640"
     assert conf["vnc"]["enabled"] == "false"
     spice = conf["spice"]
     assert spice["html5proxy_base_url"] == (
@@ -362,7 +383,7 @@ def test_the_metadata_agent_reaches_nova_and_the_southbound_database(ctx: testin
     assert default["metadata_proxy_shared_secret"] == SECRET
     assert default["debug"] == "true"
     assert agent["ovn"]["ovn_sb_connection"] == f"tcp:{LB}:6642"
-    assert agent["ovs"]["ovsdb_connection"] == "unix:/run/openvswitch/db.sock"
+    assert agent["ovs"]["ovsdb_connection"] == "tcp:127.0.0.1:6640"
     assert "ovn_sb_private_key" not in agent["ovn"]
 
 

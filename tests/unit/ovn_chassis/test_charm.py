@@ -33,6 +33,8 @@ BR_INT = (
     "fail_mode=secure",
     "other_config:disable-in-band=true",
 )
+#: the database on localhost TCP, for the machine's services that are not root (nova-compute's os-vif)
+MANAGER = ("--", "set-manager", "ptcp:6640:127.0.0.1")
 
 
 @pytest.fixture(autouse=True)
@@ -214,6 +216,7 @@ def test_the_default_chassis_settings(ctx: testing.Context[Any]) -> None:
             *("--", "set", "Open_vSwitch", ".", *default_ids()),
             *("--", "remove", "Open_vSwitch", ".", "external_ids", "ovn-bridge-mappings", "ovn-cms-options"),
             *BR_INT,
+            *MANAGER,
         )
     ]
 
@@ -244,6 +247,7 @@ def test_a_gateway_with_provider_bridges_on_the_userspace_datapath(ctx: testing.
             *provider_bridge("br-data", "netdev"),
             *("--", "--may-exist", "add-port", "br-ex", "eth1"),
             *("--", "--may-exist", "add-port", "br-data", "bond0"),
+            *MANAGER,
         )
     ]
 
@@ -252,7 +256,7 @@ def test_a_bridge_without_an_interface_is_made_all_the_same(ctx: testing.Context
     ctx.run(ctx.on.config_changed(), state(config={"ovn-bridge-mappings": "physnet1:br-ex"}))
     (argv,) = host_commands(host_of(ctx))
     assert 'external_ids:ovn-bridge-mappings="physnet1:br-ex"' in argv
-    assert argv[-len(provider_bridge("br-ex")) :] == provider_bridge("br-ex")
+    assert argv[-len(provider_bridge("br-ex")) - len(MANAGER) :] == (*provider_bridge("br-ex"), *MANAGER)
     assert "add-port" not in argv
 
 
@@ -270,6 +274,7 @@ def test_turning_the_gateway_off_removes_it(ctx: testing.Context[Any]) -> None:
         *("--", "remove", "Open_vSwitch", ".", "external_ids", "ovn-cms-options"),
         *BR_INT,
         *provider_bridge("br-ex"),
+        *MANAGER,
     )
     # nothing else changed on the machine: no file written, no service restarted
     assert [c for c in host.calls if c[0] != "run"] == []
@@ -291,7 +296,7 @@ def test_a_port_moved_to_another_bridge_leaves_the_old_one(ctx: testing.Context[
         *("--", "--if-exists", "del-br", "br-ex"),
         "--",
     )
-    assert argv[-5:] == ("--", "--may-exist", "add-port", "br-data", "eth1")
+    assert argv[-5 - len(MANAGER) :] == ("--", "--may-exist", "add-port", "br-data", "eth1", *MANAGER)
 
 
 def test_tls_to_the_southbound_database(ctx: testing.Context[Any]) -> None:
