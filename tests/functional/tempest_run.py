@@ -22,6 +22,8 @@ from pathlib import Path
 # Identity, image and network API tests tagged smoke, e.g.
 # tempest.api.image.v2.test_versions.VersionsTest.test_list_versions[id-...,smoke]
 SMOKE_REGEX = r"^tempest\.api\.(identity|image|network)\..*\[.*\bsmoke\b.*\]"
+# Compute's API tests tagged smoke (servers created, rebooted, their addresses and interfaces)
+COMPUTE_SMOKE_REGEX = r"^tempest\.api\.compute\..*\[.*\bsmoke\b.*\]"
 
 # Services the cloud under test does (not) run; keystone needs no flag.
 DEFAULT_SERVICES: Mapping[str, bool] = {

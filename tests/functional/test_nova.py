@@ -62,8 +62,9 @@ def console_until(osc_plain: Callable[..., str], server: str, marker: str, timeo
     return log
 
 
-def wait_for_the_hypervisor(osc: Callable[..., Any]) -> None:
-    """nova-compute registers, and the leader's scheduler maps it to cell1 within its 30 s period."""
+@pytest.fixture(scope="module", autouse=True)
+def hypervisor_up(osc: Callable[..., Any]) -> None:
+    """nova-compute registered, and mapped to cell1 by the leader's scheduler within its 30 s period."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if any(h["State"] == "up" for h in osc("hypervisor", "list")):
@@ -72,10 +73,9 @@ def wait_for_the_hypervisor(osc: Callable[..., Any]) -> None:
 
 
 def test_nova_and_the_hypervisor_are_active(cloud: Cloud, osc: Callable[..., Any]) -> None:
-    statuses = {s.unit: (s.name, s.message) for s in cloud.statuses()}
+    statuses = {s.unit: (s.status, s.message) for s in cloud.statuses()}
     assert statuses["nova/0"] == ("active", "")
     assert statuses[HYPERVISOR] == ("active", f"{HOST} (qemu)")
-    wait_for_the_hypervisor(osc)
     # nova-compute registered under the machine's name, and the leader's scheduler mapped it to cell1
     services = osc("compute", "service", "list", "--service", "nova-compute")
     assert [(s["Host"], s["State"], s["Status"]) for s in services] == [(HOST, "up", "enabled")]
@@ -83,9 +83,6 @@ def test_nova_and_the_hypervisor_are_active(cloud: Cloud, osc: Callable[..., Any
     assert [(h["Hypervisor Hostname"], h["Hypervisor Type"], h["State"]) for h in hypervisors] == [
         (HOST, "QEMU", "up")
     ]
-    # placement has the hypervisor as a resource provider with its inventory
-    providers = osc("resource", "provider", "list")
-    assert [p["name"] for p in providers] == [HOST]
 
 
 def test_the_operator_lists_the_compute_nodes_by_action(cloud: Cloud) -> None:

@@ -1,8 +1,9 @@
 """Tempest, OpenStack's own test suite, against the cloud the charms configured.
 
-tempest 46.2.0 has identity, image and network API tests but none for
-placement (its API is exercised by nova's tests, and nova is not part of this
-cloud yet); the placement round trip in test_placement.py stands in for it.
+tempest 46.2.0 has identity, image, network and compute API tests but none
+for placement (its API is exercised by nova's tests: servers are scheduled
+through it); the placement round trip in test_placement.py tests it directly.
+Compute's smoke tests boot the guest of :mod:`guest` under QEMU's emulation.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from clients import openstack_json
 from openstack_charms.sandbox.cloud import Cloud
-from tempest_run import SMOKE_REGEX, run_tempest, write_tempest_conf
+from tempest_run import COMPUTE_SMOKE_REGEX, SMOKE_REGEX, run_tempest, write_tempest_conf
 
 
 def test_identity_image_and_network_smoke_tests_pass(
@@ -56,3 +57,69 @@ def test_identity_image_and_network_smoke_tests_pass(
         assert [t for t in outcome.passed_tests if t.startswith(f"tempest.api.{api}")], (
             f"no {api} smoke test passed"
         )
+
+
+def test_compute_smoke_tests_pass(
+    cloud: Cloud,
+    venv: pathlib.Path,
+    admin: dict[str, Any],
+    external_network: dict[str, Any],
+    guest_image: dict[str, Any],
+    tmp_path: pathlib.Path,
+) -> None:
+    results = admin["results"]
+    extensions = openstack_json(venv, admin["clouds_yaml"], admin["cloud"], "extension", "list", "--network")
+    flavor = guest_image["flavor"]["id"]
+    write_tempest_conf(
+        tmp_path,
+        auth_url=results["public-endpoint"],
+        admin_username=results["username"],
+        admin_password=results["password"],
+        region=results["region"],
+        services={"nova": True},
+        image_ref=guest_image["id"],
+        extra={
+            "identity": {"ca_certificates_file": str(cloud.ca.cert_path) if cloud.ca else ""},
+            # each test project gets a network, subnet and router of its own, as a user would make
+            # them: its servers' ports are bound on the hypervisor's chassis
+            "auth": {"create_isolated_networks": "true"},
+            "network": {
+                "public_network_id": external_network["network"]["id"],
+                "floating_network_name": external_network["network"]["name"],
+            },
+            "network-feature-enabled": {"api_extensions": ",".join(sorted(e["Alias"] for e in extensions))},
+            "compute": {
+                "flavor_ref": flavor,
+                "flavor_ref_alt": flavor,
+                "region": results["region"],
+                "endpoint_type": "public",
+                "min_compute_nodes": "1",
+                # guests are emulated: a boot takes tens of seconds
+                "build_timeout": "300",
+            },
+            # what this cloud's hypervisor does: SPICE consoles, no migration (one hypervisor),
+            # no resize to another host, no volumes (no cinder yet)
+            "compute-feature-enabled": {
+                "console_output": "true",
+                "spice_console": "true",
+                "vnc_console": "false",
+                "serial_console": "false",
+                "resize": "false",
+                "cold_migration": "false",
+                "live_migration": "false",
+                "change_password": "false",
+                "attach_encrypted_volume": "false",
+            },
+        },
+    )
+    outcome = run_tempest(venv, tmp_path, COMPUTE_SMOKE_REGEX, timeout=1500)
+    print(
+        f"tempest compute: {outcome.ran} ran, {outcome.passed} passed, {outcome.skipped} skipped, "
+        f"{outcome.failed} failed in {outcome.duration:.0f} s"
+    )
+    for test, reason in sorted(outcome.skip_reasons.items()):
+        print(f"  skipped {test}: {reason}")
+    assert outcome.failed == 0, "\n".join(f"{t}: {why}" for t, why in outcome.failures.items())
+    created = [t for t in outcome.passed_tests if ".test_create_server." in t]
+    assert created, "no server was created by tempest"
+    assert outcome.passed == outcome.ran - outcome.skipped

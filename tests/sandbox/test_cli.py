@@ -35,6 +35,12 @@ SERVICE_PATHS = (
     "/var/lib/openvswitch/conf.db",
     "/run/openvswitch",
     "/run/ovn",
+    # the hypervisor's: nova's files, libvirtd's socket, the venv's programs where Ubuntu puts them
+    "/etc/nova",
+    "/var/lib/nova",
+    "/run/libvirt/libvirt-sock",
+    "/usr/bin/nova-compute",
+    "/usr/lib/systemd/system/nova-compute.service",
 )
 
 
@@ -162,7 +168,9 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
         "ovn-central/0": "active",
         "ovn-relay/0": "active",
         "neutron/0": "active",
+        "nova/0": "active",
         "ovn-chassis/0": "active",
+        "openstack-hypervisor/0": "active",
         "mysql/0": "active",
         "rabbitmq/0": "active",
         "traefik-public/0": "active",
@@ -186,6 +194,10 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
     # and on a machine: its Open vSwitch, which the chassis charm configured
     bridges = sandbox(state, "exec", "ovn-chassis/0", "machine", "--", "ovs-vsctl", "list-br")
     assert bridges.returncode == 0 and bridges.stdout.split() == ["br-ex", "br-int"], bridges.stdout
+    # the hypervisor on the same machine: its libvirtd, which nova-compute (as nova) reaches
+    libvirt = sandbox(state, "exec", "openstack-hypervisor/0", "machine", "--", "su", "-s", "/bin/sh", "nova",
+                      "-c", "virsh -c qemu:///system uri")  # fmt: skip
+    assert libvirt.returncode == 0 and libvirt.stdout.strip() == "qemu:///system", libvirt.stderr
     missing = sandbox(state, "exec", "ovn-central/0", "no-such-container", "--", "true")
     assert missing.returncode == 1 and "ovn-central/0 has no container 'no-such-container'" in missing.stderr
     password = sandbox(state, "run", "keystone/0", "get-admin-password")
@@ -196,7 +208,9 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
     assert again.returncode != 0 and "already up" in again.stderr
     assert [p for p in SERVICE_PATHS if os.path.lexists(p)] == []
     what = made(state)
-    assert sorted(n for n, _ in what["databases"]) == ["glance", "keystone", "neutron", "placement"]
+    assert sorted(n for n, _ in what["databases"]) == [
+        "glance", "keystone", "neutron", "nova", "nova_api", "nova_cell0", "placement",
+    ]  # fmt: skip
     down = sandbox(state, "down", timeout=300)
     assert down.returncode == 0
     assert_nothing_left(state, what)

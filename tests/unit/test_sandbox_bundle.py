@@ -63,7 +63,7 @@ def test_the_machine_bundle_consumes_the_offers_as_direct_relations() -> None:
     assert ("openstack-hypervisor:nova-service", "nova:nova-service") in layout.relations
     assert ("openstack-hypervisor:identity-credentials", "keystone:identity-credentials") in layout.relations
     assert ("openstack-hypervisor:amqp", "rabbitmq:amqp") in layout.relations
-    assert "(machines): a namespace per unit" in layout.limits()[-1]
+    assert "(machines): namespaces per machine" in layout.limits()[-1]
     assert {"openvswitch-switch", "ovn-host", "libvirt-daemon-system", "qemu-system-x86"} <= layout.packages()
 
 

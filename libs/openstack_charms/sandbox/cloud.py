@@ -108,9 +108,10 @@ class Layout:
             lines.append(f"the Kubernetes API (trusted charms): {KUBERNETES_LIMITS['kubernetes']}")
         if self.machines:
             lines.append(
-                f"{', '.join(sorted(self.machines))} (machines): a namespace per unit, not a VM; Debian's"
-                " packages for Ubuntu's (same names); systemd units run without systemd (no Restart=);"
-                " no kernel modules; offers consumed as direct relations"
+                f"{', '.join(sorted(self.machines))} (machines): namespaces per machine, not a VM;"
+                " Debian's packages for Ubuntu's (same names), OpenStack's from the release's venv;"
+                " systemd units run without systemd (no Restart=, no socket activation, no D-Bus);"
+                " no kernel modules; guests emulated (no KVM); offers consumed as direct relations"
             )
         return lines
 

@@ -142,6 +142,19 @@ class Container:
     def root(self) -> pathlib.Path:
         return pathlib.Path(f"/proc/{self.holder.pid}/root")
 
+    def processes(self) -> list[int]:
+        """The processes in this container's mount namespace (the holder among them)."""
+        try:
+            inode = os.stat(f"/proc/{self.holder.pid}/ns/mnt").st_ino
+        except OSError:
+            return []
+        found = []
+        for ns in pathlib.Path("/proc").glob("[0-9]*/ns/mnt"):
+            with contextlib.suppress(OSError):
+                if os.stat(ns).st_ino == inode:
+                    found.append(int(ns.parts[2]))
+        return found
+
     def path(self, path: str, *, follow: bool = True) -> pathlib.Path:
         """Where the host reaches ``path`` of this container.
 
@@ -270,7 +283,9 @@ class Machine:
         SandboxHost(machine, self.state).stop_all()
         # not the namespaces' holders, nor this process (whose threads enter units' networks)
         spared = {machine.network.holder.pid, machine.holder.pid, os.getpid()}
-        for pid in machine.network.processes():
+        # what runs in the machine's network, and what its services started in networks of their
+        # own (the metadata agent's haproxy in a namespace per network) but in its filesystem
+        for pid in {*machine.network.processes(), *machine.processes()}:
             if pid not in spared:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)

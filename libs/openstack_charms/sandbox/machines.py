@@ -1,10 +1,12 @@
 """Machine units: what a machine charm's host applier does, done on a machine the sandbox makes.
 
-A machine unit is one container, :data:`MACHINE`, made like a pod's (its own
-/etc, /var and /run over the host's, its own /tmp, its own network namespace
-and address on the bridge) plus a UTS namespace with the machine's host name
-and a /sys of its own network (``/sys/class/net`` lists the machine's
-interfaces, not the host's). The unit's charm works on it through
+A machine is one container, :data:`MACHINE`, made like a pod's (its own /etc,
+/var and /run over the host's, its own /tmp, its own network namespace and
+address on the bridge) plus its own /usr over the host's, a UTS namespace with
+the machine's host name, a /sys of its own network (``/sys/class/net`` lists
+the machine's interfaces, not the host's) with the host's control groups
+mounted in it, and a /dev/kvm of group kvm, as udev makes it. Units the bundle
+places on one machine (``to:``) share it. Each unit's charm works on it through
 :class:`SandboxHost`, the :class:`~openstack_charms.host.HostBackend` the
 sandbox gives machine charms:
 
@@ -12,8 +14,9 @@ sandbox gives machine charms:
   named in its own /etc/passwd and /etc/group;
 - an apt package is provided from :data:`~.packages.MACHINE_PACKAGES`, the one
   declared map of what stands in for each (Debian's package at its pin for
-  Ubuntu's); a package the map lacks is an error naming it, and a snap cannot
-  be installed;
+  Ubuntu's; OpenStack's from the release's venv, laid out as Ubuntu's package
+  lays it out); a package the map lacks is an error naming it, and a snap
+  cannot be installed;
 - services are the packages' and the charm's systemd units, run by
   :class:`~openstack_charms.units.ProcessServices` inside the machine
   (``python -m openstack_charms.units``), so that unit files, environment
@@ -21,9 +24,10 @@ sandbox gives machine charms:
 - commands run inside the machine as the user and group they name.
 
 What a real machine does that this one does not: systemd's ``Restart=`` (a
-service that dies stays dead until the charm restarts it), kernel modules,
-and Ubuntu's versions of the packages (Debian's stand in; :meth:`provided`
-lists each substitution).
+service that dies stays dead until the charm restarts it), socket activation
+(a socket's service starts at once), a system D-Bus (no polkit, no
+systemd-machined), kernel modules, KVM (guests are emulated), and Ubuntu's
+versions of the packages (:meth:`provided` lists each substitution).
 """
 
 from __future__ import annotations

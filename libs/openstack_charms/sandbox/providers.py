@@ -167,6 +167,10 @@ class Ingress:
             lines += [
                 f"frontend {name}",
                 f"    bind {bind}",
+                # what traefik tells the units: the client's scheme and address (the APIs' links)
+                "    http-request set-header X-Forwarded-Proto https if { ssl_fc }",
+                "    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }",
+                "    option forwardfor",
                 f"    default_backend {name}",
                 f"backend {name}",
                 "    balance roundrobin",
