@@ -20,7 +20,9 @@ def test_every_charm_is_active_with_its_real_services(cloud: Cloud) -> None:
         "ovn-central": "active",
         "ovn-relay": "active",
         "neutron": "active",
+        "nova": "active",
         "ovn-chassis": "active",
+        "openstack-hypervisor": "active",
     }
     assert {name for _, name in cloud.machine.processes} == {
         "keystone-api",
@@ -34,11 +36,20 @@ def test_every_charm_is_active_with_its_real_services(cloud: Cloud) -> None:
         "neutron-ovn-maintenance-worker",
         # ovn-relay's
         "ovsdb-server",
+        "nova-api",
+        "nova-metadata",
+        "nova-scheduler",
+        "nova-conductor",
+        "nova-spicehtml5proxy",
     }
     # and on the chassis' machine, the packages' systemd units, split as Open vSwitch splits them
     machine = cloud.hosts["ovn-chassis/0"]
     units = ("openvswitch-switch", "ovsdb-server", "ovs-vswitchd", "ovn-controller")
     assert {name: machine.running(name) for name in units} == dict.fromkeys(units, True)
+    # the hypervisor's, on the same machine: libvirt's split units, nova-compute and the agent
+    units = ("libvirtd", "virtlogd", "virtlockd", "nova-compute", "neutron-ovn-metadata-agent")
+    hypervisor = cloud.hosts["openstack-hypervisor/0"]
+    assert {name: hypervisor.running(name) for name in units} == dict.fromkeys(units, True)
 
 
 def test_token_issue_with_the_clouds_yaml_of_get_admin_account(
@@ -78,7 +89,10 @@ def test_old_tokens_validate_after_rotate_fernet_keys(
 def test_identity_credentials_account_authenticates(
     cloud: Cloud, venv: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    (link,) = [lk for lk in cloud.model.links if lk.ours.endpoint == "identity-credentials"]
+    # the operator's tool's account (the hypervisor has one of its own)
+    (link,) = [
+        lk for lk in cloud.model.links if (lk.ours.app, lk.other.app) == ("keystone", "operator-tools")
+    ]
     answer = next(r for r in cloud.model.states["keystone"].relations if r.id == link.id)
     data = dict(answer.local_app_data)
     secret = next(s for s in cloud.model.states["keystone"].secrets if s.id == data["credentials"])
