@@ -122,8 +122,8 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
     assert up.returncode == 0
     assert "every unit is active: converged in" in up.stdout
     assert re.search(
-        r"hooks run: glance \d+, keystone \d+, neutron \d+, ovn-central \d+, ovn-chassis \d+,"
-        r" ovn-relay \d+, placement \d+",
+        r"hooks run: glance \d+, keystone \d+, neutron \d+, nova \d+, openstack-hypervisor \d+,"
+        r" ovn-central \d+, ovn-chassis \d+, ovn-relay \d+, placement \d+",
         up.stdout,
     )
     assert "stand-in: mysql (mysql-k8s)" in up.stdout
@@ -371,7 +371,8 @@ def test_with_the_tls_overlay_every_catalog_url_is_https_and_verified(state: pat
     openstack = str(state / "bin" / "openstack")
     catalog = json.loads(client(openstack, "--os-cloud", "sandbox", "catalog", "list", "-f", "json"))
     urls = [e["url"] for entry in catalog for e in entry["Endpoints"]]
-    assert len(urls) == 12 and all(url.startswith("https://") for url in urls), urls
+    # five services (keystone, glance, placement, neutron, nova), three interfaces each
+    assert len(urls) == 15 and all(url.startswith("https://") for url in urls), urls
     # the units serve https themselves: Pebble's checks (curl against the unit's CA) found them up
     assert all(s == "active" for s, _ in statuses(state).values())
     # the client verifies: without the sandbox's CA the same cloud is refused
