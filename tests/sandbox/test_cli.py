@@ -128,7 +128,7 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
     )
     assert "stand-in: mysql (mysql-k8s)" in up.stdout
     assert "openstack.yaml + hypervisor.yaml + userspace-datapath.yaml" in up.stdout
-    assert "stand-in: ovn-chassis (machines): a namespace per unit" in up.stdout
+    assert "stand-in: openstack-hypervisor, ovn-chassis (machines): namespaces per machine" in up.stdout
     # the command as printed
     printed = re.search(r"^\s+(\S+/bin/openstack) --os-cloud sandbox token issue$", up.stdout, re.M)
     assert printed, up.stdout
