@@ -136,7 +136,7 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
     token = json.loads(client(openstack, "--os-cloud", "sandbox", "token", "issue", "-f", "json"))
     assert token["project_id"]
     catalog = json.loads(client(openstack, "--os-cloud", "sandbox", "catalog", "list", "-f", "json"))
-    assert {entry["Type"] for entry in catalog} == {"identity", "image", "placement", "network"}
+    assert {entry["Type"] for entry in catalog} == {"identity", "image", "placement", "network", "compute"}
     # traefik-public has a certificate from the sandbox's CA, which the clouds.yaml trusts
     public = [e["url"] for entry in catalog for e in entry["Endpoints"] if e["interface"] == "public"]
     assert len(public) == 4 and all(url.startswith("https://") for url in public), public
