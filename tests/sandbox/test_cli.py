@@ -139,7 +139,7 @@ def test_up_use_status_run_down_with_the_default_bundle(state: pathlib.Path, tmp
     assert {entry["Type"] for entry in catalog} == {"identity", "image", "placement", "network", "compute"}
     # traefik-public has a certificate from the sandbox's CA, which the clouds.yaml trusts
     public = [e["url"] for entry in catalog for e in entry["Endpoints"] if e["interface"] == "public"]
-    assert len(public) == 4 and all(url.startswith("https://") for url in public), public
+    assert len(public) == 5 and all(url.startswith("https://") for url in public), public
     image = tmp_path / "image.raw"
     image.write_bytes(os.urandom(1 << 20))
     created = json.loads(
