@@ -134,15 +134,6 @@ class Guest:
 # -- downloading --------------------------------------------------------------------
 
 
-def _apt(*argv: str) -> list[str]:
-    """``argv`` where the archive is reachable: the machine's network namespace when the tests left it."""
-    try:
-        from openstack_charms.sandbox.network import host_command
-    except ImportError:  # run on its own, outside the functional tests' environment
-        return list(argv)
-    return host_command(*argv)
-
-
 def _deb_version(path: pathlib.Path) -> tuple[str, str]:
     done = subprocess.run(
         ["dpkg-deb", "--showformat=${Package}\\n${Version}", "--show", str(path)],
@@ -175,21 +166,15 @@ def download(cache: pathlib.Path = CACHE) -> tuple[pathlib.Path, pathlib.Path]:
     pins = {KERNEL_PACKAGE: KERNEL_VERSION, BUSYBOX_PACKAGE: BUSYBOX_VERSION}
     missing = [name for name, version in pins.items() if _cached(cache, name, version) is None]
     if missing:
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for name in missing:
-            madison = subprocess.run(
-                ["apt-cache", "madison", name], capture_output=True, text=True, check=False
-            )
-            if f" {pins[name]} " not in madison.stdout:
-                subprocess.run(
-                    _apt("apt-get", "-q", "update"), env=env, capture_output=True, check=True, timeout=600
-                )
-                break
+        from openstack_charms.sandbox.network import host_command
+        from openstack_charms.sandbox.packages import APT, apt_environment, know_pins
+
+        know_pins({name: pins[name] for name in missing})
         with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as partial:
             done = subprocess.run(
-                _apt("apt-get", "-q", "download", *(f"{name}={pins[name]}" for name in missing)),
+                host_command(*APT, "download", *(f"{name}={pins[name]}" for name in missing)),
                 cwd=partial,
-                env=env,
+                env=apt_environment(),
                 capture_output=True,
                 text=True,
                 check=False,

@@ -247,6 +247,32 @@ def dpkg_version(package: str) -> str | None:
     return version if status.endswith(" installed") else None
 
 
+#: apt-get as the sandbox runs it: unattended, waiting for another apt's lock
+APT = ("apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout=600")
+
+
+def apt_environment() -> dict[str, str]:
+    """This process's environment, with apt's questions answered by their defaults."""
+    return dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+
+
+def know_pins(pins: Mapping[str, str]) -> None:
+    """Refresh the package lists once (in the machine's network namespace) if they lack a pinned version."""
+    for package, version in pins.items():
+        madison = subprocess.run(
+            ["apt-cache", "madison", package], capture_output=True, text=True, check=False
+        )
+        if f" {version} " not in madison.stdout:
+            subprocess.run(
+                host_command(*APT, "update"),
+                env=apt_environment(),
+                capture_output=True,
+                check=True,
+                timeout=600,
+            )
+            return
+
+
 def ensure_debian(packages: Iterable[str]) -> None:
     """Install Debian's ``packages`` at their pins, those that are not, in one apt-get run.
 
@@ -263,21 +289,11 @@ def ensure_debian(packages: Iterable[str]) -> None:
     if not missing:
         return
     fresh = {p for p in missing if dpkg_version(p) is None}
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    apt = ["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout=600"]
     pins = [f"{p}={DEBIAN_PINS[p]}" for p in missing]
-    for package in missing:
-        madison = subprocess.run(
-            ["apt-cache", "madison", package], capture_output=True, text=True, check=False
-        )
-        if f" {DEBIAN_PINS[package]} " not in madison.stdout:
-            subprocess.run(
-                host_command(*apt, "update"), env=env, capture_output=True, check=True, timeout=600
-            )
-            break
+    know_pins({p: DEBIAN_PINS[p] for p in missing})
     done = subprocess.run(
-        host_command(*apt, "install", "--no-install-recommends", "--allow-downgrades", *pins),
-        env=env,
+        host_command(*APT, "install", "--no-install-recommends", "--allow-downgrades", *pins),
+        env=apt_environment(),
         capture_output=True,
         text=True,
         check=False,
