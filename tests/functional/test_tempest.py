@@ -13,7 +13,38 @@ from typing import Any
 
 from clients import openstack_json
 from openstack_charms.sandbox.cloud import Cloud
-from tempest_run import COMPUTE_SMOKE_REGEX, SMOKE_REGEX, run_tempest, write_tempest_conf
+from tempest_run import COMPUTE_SMOKE_REGEX, SMOKE_REGEX, TempestResult, run_tempest, write_tempest_conf
+
+
+def this_cloud(
+    cloud: Cloud, venv: pathlib.Path, admin: dict[str, Any], external_network: dict[str, Any]
+) -> dict[str, dict[str, str]]:
+    """What every tempest run is told of this cloud beyond its endpoints and admin account."""
+    # the extensions this neutron serves, as devstack tells tempest (its built-in list names the
+    # agents' schedulers, which OVN replaces)
+    extensions = openstack_json(venv, admin["clouds_yaml"], admin["cloud"], "extension", "list", "--network")
+    return {
+        # the public endpoints are traefik-public's, with a certificate from the sandbox's CA
+        "identity": {"ca_certificates_file": str(cloud.ca.cert_path) if cloud.ca else ""},
+        # routers' gateways and floating IPs come from the operator's external network
+        "network": {
+            "public_network_id": external_network["network"]["id"],
+            "floating_network_name": external_network["network"]["name"],
+        },
+        "network-feature-enabled": {"api_extensions": ",".join(sorted(e["Alias"] for e in extensions))},
+    }
+
+
+def reported(what: str, outcome: TempestResult) -> TempestResult:
+    """The run's counts and skip reasons printed (the closing notes quote them); no test failed."""
+    print(
+        f"{what}: {outcome.ran} ran, {outcome.passed} passed, {outcome.skipped} skipped, "
+        f"{outcome.failed} failed in {outcome.duration:.0f} s"
+    )
+    for test, reason in sorted(outcome.skip_reasons.items()):
+        print(f"  skipped {test}: {reason}")
+    assert outcome.failed == 0, "\n".join(f"{t}: {why}" for t, why in outcome.failures.items())
+    return outcome
 
 
 def test_identity_image_and_network_smoke_tests_pass(
@@ -24,34 +55,15 @@ def test_identity_image_and_network_smoke_tests_pass(
     tmp_path: pathlib.Path,
 ) -> None:
     results = admin["results"]
-    # the extensions this neutron serves, as devstack tells tempest (its built-in list names the
-    # agents' schedulers, which OVN replaces)
-    extensions = openstack_json(venv, admin["clouds_yaml"], admin["cloud"], "extension", "list", "--network")
     write_tempest_conf(
         tmp_path,
         auth_url=results["public-endpoint"],
         admin_username=results["username"],
         admin_password=results["password"],
         region=results["region"],
-        extra={
-            # the public endpoints are traefik-public's, with a certificate from the sandbox's CA
-            "identity": {"ca_certificates_file": str(cloud.ca.cert_path) if cloud.ca else ""},
-            # routers' gateways and floating IPs come from the operator's external network
-            "network": {
-                "public_network_id": external_network["network"]["id"],
-                "floating_network_name": external_network["network"]["name"],
-            },
-            "network-feature-enabled": {"api_extensions": ",".join(sorted(e["Alias"] for e in extensions))},
-        },
+        extra=this_cloud(cloud, venv, admin, external_network),
     )
-    outcome = run_tempest(venv, tmp_path, SMOKE_REGEX, timeout=900)
-    print(
-        f"tempest: {outcome.ran} ran, {outcome.passed} passed, {outcome.skipped} skipped, "
-        f"{outcome.failed} failed in {outcome.duration:.0f} s"
-    )
-    for test, reason in sorted(outcome.skip_reasons.items()):
-        print(f"  skipped {test}: {reason}")
-    assert outcome.failed == 0, "\n".join(f"{t}: {why}" for t, why in outcome.failures.items())
+    outcome = reported("tempest", run_tempest(venv, tmp_path, SMOKE_REGEX, timeout=900))
     assert outcome.ran >= 18 and outcome.passed == outcome.ran - outcome.skipped
     for api in ("identity", "image", "network"):
         assert [t for t in outcome.passed_tests if t.startswith(f"tempest.api.{api}")], (
@@ -68,7 +80,6 @@ def test_compute_smoke_tests_pass(
     tmp_path: pathlib.Path,
 ) -> None:
     results = admin["results"]
-    extensions = openstack_json(venv, admin["clouds_yaml"], admin["cloud"], "extension", "list", "--network")
     flavor = guest_image["flavor"]["id"]
     write_tempest_conf(
         tmp_path,
@@ -79,15 +90,10 @@ def test_compute_smoke_tests_pass(
         services={"nova": True},
         image_ref=guest_image["id"],
         extra={
-            "identity": {"ca_certificates_file": str(cloud.ca.cert_path) if cloud.ca else ""},
+            **this_cloud(cloud, venv, admin, external_network),
             # each test project gets a network, subnet and router of its own, as a user would make
             # them: its servers' ports are bound on the hypervisor's chassis
             "auth": {"create_isolated_networks": "true"},
-            "network": {
-                "public_network_id": external_network["network"]["id"],
-                "floating_network_name": external_network["network"]["name"],
-            },
-            "network-feature-enabled": {"api_extensions": ",".join(sorted(e["Alias"] for e in extensions))},
             "compute": {
                 "flavor_ref": flavor,
                 "flavor_ref_alt": flavor,
@@ -112,14 +118,7 @@ def test_compute_smoke_tests_pass(
             },
         },
     )
-    outcome = run_tempest(venv, tmp_path, COMPUTE_SMOKE_REGEX, timeout=1500)
-    print(
-        f"tempest compute: {outcome.ran} ran, {outcome.passed} passed, {outcome.skipped} skipped, "
-        f"{outcome.failed} failed in {outcome.duration:.0f} s"
-    )
-    for test, reason in sorted(outcome.skip_reasons.items()):
-        print(f"  skipped {test}: {reason}")
-    assert outcome.failed == 0, "\n".join(f"{t}: {why}" for t, why in outcome.failures.items())
+    outcome = reported("tempest compute", run_tempest(venv, tmp_path, COMPUTE_SMOKE_REGEX, timeout=1500))
     created = [t for t in outcome.passed_tests if ".test_create_server." in t]
     assert created, "no server was created by tempest"
     assert outcome.passed == outcome.ran - outcome.skipped
