@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from ops import pebble
 
-from .network import UnitNetwork, has_link
+from .network import UnitNetwork, has_link, processes_in
 
 #: the environment variable every process of a sandbox carries: its units' state directory
 MARKER = "OPENSTACK_SANDBOX_UNITS"
@@ -145,15 +145,9 @@ class Container:
     def processes(self) -> list[int]:
         """The processes in this container's mount namespace (the holder among them)."""
         try:
-            inode = os.stat(f"/proc/{self.holder.pid}/ns/mnt").st_ino
+            return processes_in("mnt", os.stat(f"/proc/{self.holder.pid}/ns/mnt").st_ino)
         except OSError:
             return []
-        found = []
-        for ns in pathlib.Path("/proc").glob("[0-9]*/ns/mnt"):
-            with contextlib.suppress(OSError):
-                if os.stat(ns).st_ino == inode:
-                    found.append(int(ns.parts[2]))
-        return found
 
     def path(self, path: str, *, follow: bool = True) -> pathlib.Path:
         """Where the host reaches ``path`` of this container.

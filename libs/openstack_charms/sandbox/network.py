@@ -56,6 +56,16 @@ def _setns(fd: int) -> None:
     _check(_libc.setns(fd, _CLONE_NEWNET))
 
 
+def processes_in(kind: str, inode: int) -> list[int]:
+    """The processes any of whose threads are in the namespace of ``kind`` (net, mnt) with ``inode``."""
+    found = set()
+    for ns in pathlib.Path("/proc").glob(f"[0-9]*/task/*/ns/{kind}"):
+        with contextlib.suppress(OSError):
+            if os.stat(ns).st_ino == inode:
+                found.add(int(ns.parts[2]))
+    return sorted(found)
+
+
 def host_command(*argv: str) -> list[str]:
     """``argv`` run in the machine's network namespace (where rabbitmqctl reaches its node)."""
     return ["nsenter", f"--net={_host_namespace}", "--", *argv] if _host_namespace else list(argv)
@@ -238,12 +248,7 @@ class UnitNetwork:
 
     def processes(self) -> list[int]:
         """The processes (any of their threads) still in this unit's network namespace."""
-        found = []
-        for ns in pathlib.Path("/proc").glob("[0-9]*/task/*/ns/net"):
-            with contextlib.suppress(OSError):
-                if os.stat(ns).st_ino == self.inode:
-                    found.append(int(ns.parts[2]))
-        return sorted(set(found))
+        return processes_in("net", self.inode)
 
     def close(self) -> None:
         """Unplug the unit and kill its holder: the namespace goes once nothing holds it."""
