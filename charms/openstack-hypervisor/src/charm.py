@@ -18,12 +18,15 @@ Design, and why:
   device, or PVM's (stock guest kernels hang there); ``virt-type=qemu`` runs guests in TCG.
 - **Guest metadata**: nova grants its metadata proxy shared secret to this application over
   ``nova-service``, so this charm runs neutron-ovn-metadata-agent, which signs guests' requests
-  with it and passes them to nova's metadata API at the host, port and protocol of nova's
-  ``metadata-url``. The agent appends the guest's path to that host and port, so a URL with a
-  path (an ingress routing by path prefix) cannot be used: then, and until nova sends a URL and
-  the secret, the agent is not installed and the active status says why. It reaches OVN's
-  southbound database through ``ovsdb-cms`` (ovn-relay's load balancer) and Open vSwitch
-  through its local socket; files holding the secret are ``root:neutron`` 0640.
+  with it. The agent can only name a host, port and protocol for nova, and appends the guest's
+  path to them, while nova's ``metadata-url`` behind traefik has a path prefix. So the agent
+  talks plain HTTP to a local bridge, HAProxy (the agent's own dependency) on
+  ``127.0.0.1:8775`` as the unit ``nova-metadata-bridge``, which puts the prefix in front of the
+  path and reaches nova's URL, verifying TLS against the cloud's CA. One path for every URL,
+  with or without a prefix, so the one the sandbox runs is the one a cloud behind traefik runs.
+  Until nova sends a URL and the secret, neither is installed and the active status says why.
+  The agent reaches OVN's southbound database through ``ovsdb-cms`` (ovn-relay's load balancer)
+  and Open vSwitch on localhost; files holding the secret are ``root:neutron`` 0640.
 - **Ceph later**: a ``ceph-access`` requirer (sunbeam's ``cinder-ceph-key``: a keyring as a
   granted secret, the monitors and a libvirt secret UUID) would add ``ceph-common``, the keyring,
   a ``virsh secret-define`` command once per UUID, and ``[libvirt] rbd_user``/``rbd_secret_uuid``
@@ -104,6 +107,11 @@ UCA_2026_1 = PackageSource(
 COMPUTE = "nova-compute"
 LIBVIRT = "libvirtd"
 AGENT = "neutron-ovn-metadata-agent"
+BRIDGE = "nova-metadata-bridge"
+BRIDGE_CFG = "/etc/neutron/nova-metadata-bridge.cfg"
+#: where the agent reaches nova's metadata API: the bridge (nova-api-metadata's own port)
+BRIDGE_PORT = 8775
+SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
 NOVA_CONF = "/etc/nova/nova.conf"
 COMPUTE_CONF = "/etc/nova/nova-compute.conf"
 LIBVIRTD_CONF = "/etc/libvirt/libvirtd.conf"
@@ -116,6 +124,10 @@ VIRT_TYPES = ("kvm", "qemu")
 CPU_MODES = ("host-model", "host-passthrough", "custom", "none")
 _CPU_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# what HAProxy's configuration may hold of nova's URL without quoting: a host name or address,
+# and a path of unreserved characters
+_URL_HOST = re.compile(r"[A-Za-z0-9.:-]+")
+_URL_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 _CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
@@ -157,12 +169,62 @@ class HypervisorConfig(ServiceConfig):
 
 @dataclasses.dataclass(frozen=True)
 class Metadata:
-    """Where the OVN metadata agent sends guests' requests, and the secret it signs them with."""
+    """Nova's metadata API, where the bridge sends guests' requests, and the secret they are signed with."""
 
     protocol: str
     host: str
     port: int
+    prefix: str
+    """The URL's path (``""`` or ``/a/b``), put in front of every guest's path."""
     secret: str = dataclasses.field(repr=False)
+
+    def bridge(self, cafile: str) -> str:
+        """HAProxy's configuration: 127.0.0.1:8775 in plain HTTP to nova's URL, prefix added."""
+        address = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.protocol == "https" else 80
+        server = f"    server nova {address}:{self.port}"
+        if self.protocol == "https":
+            server += f" ssl verify required ca-file {cafile}"
+            if not _is_ip(self.host):
+                # HAProxy checks a name against the certificate, never an address: the chain it does
+                server += f" sni str({self.host}) verifyhost {self.host}"
+        lines = [
+            "# Nova's metadata API for this machine's OVN metadata agent: written by the",
+            "# openstack-hypervisor charm, which overwrites any change made here.",
+            "global",
+            "    log stdout format raw daemon",
+            "    maxconn 1024",
+            "",
+            "defaults",
+            "    mode http",
+            "    log global",
+            "    option httplog",
+            "    timeout connect 10s",
+            "    timeout client 60s",
+            "    timeout server 60s",
+            "",
+            "frontend nova-metadata",
+            f"    bind 127.0.0.1:{BRIDGE_PORT}",
+            "    default_backend nova-metadata",
+            "",
+            "backend nova-metadata",
+            *([f"    http-request set-path {self.prefix}%[path]"] if self.prefix else []),
+            # an ingress routes on the host it is asked for, not on this bridge's
+            f"    http-request set-header Host {address}{'' if self.port == default else f':{self.port}'}",
+            server,
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def metadata_of(nova: NovaServiceContext) -> Metadata | str:
@@ -178,9 +240,12 @@ def metadata_of(nova: NovaServiceContext) -> Metadata | str:
         return "nova's metadata-url is not a URL"
     if url.scheme not in ("http", "https") or not url.hostname:
         return "nova's metadata-url is not http(s)"
-    if url.path.strip("/") or url.query:
-        return "nova's metadata-url has a path, which the OVN metadata agent cannot keep"
-    return Metadata(url.scheme, url.hostname, port, nova.metadata_proxy_shared_secret)
+    prefix = url.path.rstrip("/")
+    if not _URL_HOST.fullmatch(url.hostname) or (prefix and not _URL_PATH.fullmatch(prefix)):
+        return "nova's metadata-url has characters outside a plain host and path"
+    if url.query or url.fragment:
+        return "nova's metadata-url has a query, which a guest's request cannot keep"
+    return Metadata(url.scheme, url.hostname, port, prefix, nova.metadata_proxy_shared_secret)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -306,8 +371,17 @@ class OpenStackHypervisorCharm(MachineCharm[HypervisorConfig, HypervisorContext]
         services = [Service(LIBVIRT), Service(COMPUTE)]
         if ctx.metadata is not None:
             packages += self.source.metadata_agent
-            files += self.agent_files(ctx)
-            services.append(Service(AGENT))
+            files += self.agent_files(ctx, ctx.metadata)
+            services += [
+                Service(
+                    BRIDGE,
+                    f"/usr/sbin/haproxy -db -f {BRIDGE_CFG}",
+                    user="neutron",
+                    group="neutron",
+                    summary="nova's metadata API for the OVN metadata agent",
+                ),
+                Service(AGENT),
+            ]
         return [
             Workload(
                 HOST,
@@ -326,18 +400,18 @@ class OpenStackHypervisorCharm(MachineCharm[HypervisorConfig, HypervisorContext]
             template, path, ctx, user="root", group="nova", permissions=permissions, restarts=(COMPUTE,)
         )
 
-    def agent_files(self, ctx: HypervisorContext) -> list[File]:
-        """The metadata agent's config (it holds the shared secret), logging, CAs and OVN certificate."""
+    def agent_files(self, ctx: HypervisorContext, metadata: Metadata) -> list[File]:
+        """The agent's config (it holds the shared secret), logging and OVN certificate; the bridge's."""
 
-        def agent_file(path: str, content: str, permissions: int) -> File:
-            return File(path, content, "root", "neutron", permissions, (AGENT,))
+        def agent_file(path: str, content: str, permissions: int, restarts: str = AGENT) -> File:
+            return File(path, content, "root", "neutron", permissions, (restarts,))
 
         def rendered(template: str, path: str, permissions: int) -> File:
             return self.render(
                 template,
                 path,
                 ctx,
-                values={"service_name": AGENT},
+                values={"service_name": AGENT, "bridge_port": BRIDGE_PORT},
                 user="root",
                 group="neutron",
                 permissions=permissions,
@@ -348,8 +422,11 @@ class OpenStackHypervisorCharm(MachineCharm[HypervisorConfig, HypervisorContext]
             rendered("neutron_ovn_metadata_agent.ini.j2", AGENT_INI, 0o640),
             rendered("logging.conf.j2", "/etc/neutron/logging.conf", 0o644),
         ]
+        cafile = SYSTEM_CAS
         if ctx.ca is not None:
-            files.append(agent_file("/etc/neutron/ca-bundle.pem", ctx.ca.bundle, 0o644))
+            cafile = "/etc/neutron/ca-bundle.pem"
+            files.append(agent_file(cafile, ctx.ca.bundle, 0o644, BRIDGE))
+        files.append(agent_file(BRIDGE_CFG, metadata.bridge(cafile), 0o644, BRIDGE))
         if ctx.tls is not None:
             # the relay's certificate may come from another CA than this machine's: trust both
             bundle = ctx.tls.ca + (ctx.ca.bundle if ctx.ca else "")

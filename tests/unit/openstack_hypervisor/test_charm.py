@@ -30,6 +30,9 @@ METADATA = "http://10.20.0.10:8775"
 NOVA_CONF = "/etc/nova/nova.conf"
 COMPUTE_CONF = "/etc/nova/nova-compute.conf"
 AGENT_INI = "/etc/neutron/neutron_ovn_metadata_agent.ini"
+BRIDGE_CFG = "/etc/neutron/nova-metadata-bridge.cfg"
+BRIDGE_UNIT = "/etc/systemd/system/nova-metadata-bridge.service"
+METADATA_SERVICES = {"nova-metadata-bridge", "neutron-ovn-metadata-agent"}
 SOURCE = "/etc/apt/sources.list.d/cloud-archive-gazpacho.sources"
 NOVA_PIN = "3:33.0.2-0ubuntu1~cloud0"
 AGENT_PIN = "2:28.0.2-0ubuntu1~cloud0"
@@ -265,11 +268,14 @@ def test_the_cloud_archive_comes_first_then_the_pinned_packages(ctx: testing.Con
 def test_the_services_run_libvirt_before_nova_compute(ctx: testing.Context[Any]) -> None:
     settle(ctx)
     host = host_of(ctx)
-    assert host.running_services == {"libvirtd", "nova-compute", "neutron-ovn-metadata-agent"}
+    assert host.running_services == {"libvirtd", "nova-compute", *METADATA_SERVICES}
     starts = [c[1] for c in host.calls if c[0] == "start"]
-    assert starts == ["libvirtd", "nova-compute", "neutron-ovn-metadata-agent"]
-    # the packages ship the units: the charm writes none
-    assert not host.path("/etc/systemd/system").exists()
+    assert starts == ["libvirtd", "nova-compute", "nova-metadata-bridge", "neutron-ovn-metadata-agent"]
+    # the packages ship their units: the charm writes only the bridge's, HAProxy as neutron
+    assert [p.name for p in host.path("/etc/systemd/system").iterdir()] == ["nova-metadata-bridge.service"]
+    unit = host.read_text(BRIDGE_UNIT)
+    assert 'ExecStart="/usr/sbin/haproxy" "-db" "-f" "/etc/neutron/nova-metadata-bridge.cfg"\n' in unit
+    assert "User=neutron\n" in unit and "Restart=on-failure\n" in unit
     assert host.mode("/var/lib/nova/instances") == 0o755
 
 
@@ -359,8 +365,30 @@ def test_received_cas_are_trusted_by_every_client(ctx: testing.Context[Any]) -> 
     conf = ini(host, NOVA_CONF)
     for section in ("keystone_authtoken", "service_user", "placement", "neutron", "glance"):
         assert conf[section]["cafile"] == "/etc/nova/ca-bundle.pem", section
-    assert ini(host, AGENT_INI)["DEFAULT"]["auth_ca_cert"] == "/etc/neutron/ca-bundle.pem"
     assert host.read_text("/etc/neutron/ca-bundle.pem") == host.read_text("/etc/nova/ca-bundle.pem")
+
+
+def test_an_https_metadata_url_is_verified_against_the_received_cas(ctx: testing.Context[Any]) -> None:
+    url = "https://internal.example.com/openstack-nova-metadata"
+    settle(ctx, fixtures=[*relations(**{"nova-service": nova(url)}), ca_fixture()])
+    text = host_of(ctx).read_text(BRIDGE_CFG)
+    assert (
+        "    server nova internal.example.com:443 ssl verify required ca-file /etc/neutron/ca-bundle.pem"
+        " sni str(internal.example.com) verifyhost internal.example.com\n"
+    ) in text
+    assert "    http-request set-header Host internal.example.com\n" in text
+
+
+def test_without_received_cas_the_bridge_trusts_the_machines(ctx: testing.Context[Any]) -> None:
+    settle(ctx, fixtures=relations(**{"nova-service": nova("https://10.20.0.10:8443/metadata")}))
+    host = host_of(ctx)
+    text = host.read_text(BRIDGE_CFG)
+    # an address is never checked against a certificate by HAProxy: the chain is
+    assert (
+        "    server nova 10.20.0.10:8443 ssl verify required ca-file /etc/ssl/certs/ca-certificates.crt\n"
+    ) in text
+    assert "    http-request set-header Host 10.20.0.10:8443\n" in text
+    assert not host.path("/etc/neutron/ca-bundle.pem").exists()
 
 
 # -- the metadata agent ------------------------------------------------------------------
@@ -371,15 +399,17 @@ def test_the_metadata_agent_reaches_nova_and_the_southbound_database(ctx: testin
     host = host_of(ctx)
     agent = ini(host, AGENT_INI)
     default = agent["DEFAULT"]
+    # the agent asks the local bridge, which asks nova's URL
     assert (
         default["nova_metadata_protocol"],
         default["nova_metadata_host"],
         default["nova_metadata_port"],
-    ) == (
-        "http",
-        "10.20.0.10",
-        "8775",
-    )
+    ) == ("http", "127.0.0.1", "8775")
+    bridge = host.read_text(BRIDGE_CFG)
+    assert "    bind 127.0.0.1:8775\n" in bridge
+    assert "    server nova 10.20.0.10:8775\n" in bridge
+    assert "set-path" not in bridge and "ssl" not in bridge
+    assert host.owner(BRIDGE_CFG) == host.ids("root", "neutron") and host.mode(BRIDGE_CFG) == 0o644
     assert default["metadata_proxy_shared_secret"] == SECRET
     assert default["debug"] == "true"
     assert agent["ovn"]["ovn_sb_connection"] == f"tcp:{LB}:6642"
@@ -389,18 +419,32 @@ def test_the_metadata_agent_reaches_nova_and_the_southbound_database(ctx: testin
 
 def test_an_https_metadata_url_without_a_port_takes_443(ctx: testing.Context[Any]) -> None:
     settle(ctx, fixtures=relations(**{"nova-service": nova("https://metadata.example.com/")}))
-    default = ini(host_of(ctx), AGENT_INI)["DEFAULT"]
-    assert (default["nova_metadata_protocol"], default["nova_metadata_port"]) == ("https", "443")
+    bridge = host_of(ctx).read_text(BRIDGE_CFG)
+    assert "    server nova metadata.example.com:443 ssl " in bridge
+    assert "set-path" not in bridge
+
+
+def test_a_metadata_url_with_a_path_prefixes_every_guest_request(ctx: testing.Context[Any]) -> None:
+    # sunbeam's nova (and ours behind traefik) routes its metadata API by path prefix
+    out = settle(
+        ctx, fixtures=relations(**{"nova-service": nova("http://10.20.0.10/openstack-nova-metadata/")})
+    )
+    assert out.unit_status == testing.ActiveStatus(f"{HOSTNAME} (kvm)")
+    bridge = host_of(ctx).read_text(BRIDGE_CFG)
+    assert "    http-request set-path /openstack-nova-metadata%[path]\n" in bridge
+    assert "    server nova 10.20.0.10:80\n" in bridge
+    assert "    http-request set-header Host 10.20.0.10\n" in bridge
+    assert host_of(ctx).running_services == {"libvirtd", "nova-compute", *METADATA_SERVICES}
 
 
 @pytest.mark.parametrize(
     ("fixture", "reason"),
     [
-        # sunbeam's nova (and ours behind traefik) routes its metadata API by path prefix
         (
-            nova("http://10.20.0.10/openstack-nova-metadata"),
-            "has a path, which the OVN metadata agent cannot keep",
+            nova("http://10.20.0.10/nova metadata"),
+            "nova's metadata-url has characters outside a plain host and path",
         ),
+        (nova("http://10.20.0.10/m?x=1"), "nova's metadata-url has a query"),
         (nova(""), "nova has sent no metadata-url yet"),
         (nova(shared_secret=None), "nova sent no metadata secret"),
         (nova("ftp://10.20.0.10"), "nova's metadata-url is not http(s)"),
@@ -416,19 +460,21 @@ def test_without_a_usable_metadata_url_the_agent_is_not_installed(
     host = host_of(ctx)
     assert host.installed == COMPUTE_PACKAGES
     assert host.running_services == {"libvirtd", "nova-compute"}
-    assert not host.path(AGENT_INI).exists()
+    assert not host.path(AGENT_INI).exists() and not host.path(BRIDGE_CFG).exists()
 
 
 def test_a_metadata_url_that_becomes_unusable_stops_the_agent(ctx: testing.Context[Any]) -> None:
     settle(ctx)
     host = host_of(ctx)
     host.calls.clear()
-    fixtures = relations(**{"nova-service": nova("http://10.20.0.10/openstack-nova-metadata")})
+    fixtures = relations(**{"nova-service": nova("ftp://10.20.0.10/")})
     # the same machine (its manifest) in the next hook, nova's data changed
     off = ctx.run(ctx.on.config_changed(), state(fixtures))
     assert "no guest metadata" in off.unit_status.message
     assert ("stop", "neutron-ovn-metadata-agent") in host.calls
+    assert ("stop", "nova-metadata-bridge") in host.calls
     assert ("remove", AGENT_INI) in host.calls
+    assert ("remove", BRIDGE_UNIT) in host.calls
     assert not any(c[0] == "restart" for c in host.calls)
 
 
@@ -559,4 +605,4 @@ def test_a_non_leader_is_a_hypervisor_too(ctx: testing.Context[Any]) -> None:
     assert out.unit_status == testing.ActiveStatus(f"{HOSTNAME} (kvm)")
     for relation in out.relations:
         assert relation.local_app_data == {}, relation.endpoint
-    assert host_of(ctx).running_services == {"libvirtd", "nova-compute", "neutron-ovn-metadata-agent"}
+    assert host_of(ctx).running_services == {"libvirtd", "nova-compute", *METADATA_SERVICES}
