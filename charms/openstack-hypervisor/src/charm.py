@@ -79,6 +79,7 @@ class PackageSource:
     compute: tuple[Package, ...]
     """nova-compute with libvirt and QEMU."""
     metadata_agent: tuple[Package, ...]
+    """The OVN metadata agent, and the HAProxy its per-network proxies and the charm's bridge run."""
 
 
 # 2026.1 is "gazpacho": its rocks (ubuntu-openstack-rocks, version 2026.1, base ubuntu@24.04)
@@ -102,7 +103,8 @@ UCA_2026_1 = PackageSource(
         Apt("nova-compute", "3:33.0.2-0ubuntu1~cloud0"),
         Apt("nova-compute-kvm", "3:33.0.2-0ubuntu1~cloud0"),
     ),
-    metadata_agent=(Apt("neutron-ovn-metadata-agent", "2:28.0.2-0ubuntu1~cloud0"),),
+    # the bridge runs haproxy itself: declared, not left to the agent package's dependency
+    metadata_agent=(Apt("neutron-ovn-metadata-agent", "2:28.0.2-0ubuntu1~cloud0"), Apt("haproxy")),
 )
 COMPUTE = "nova-compute"
 LIBVIRT = "libvirtd"

@@ -217,6 +217,7 @@ MACHINE_PACKAGES: Mapping[str, MachinePackage] = {
     "nova-compute": NOVA_COMPUTE,
     "nova-compute-kvm": NOVA_COMPUTE_KVM,
     "neutron-ovn-metadata-agent": NEUTRON_OVN_METADATA_AGENT,
+    "haproxy": MachinePackage(("haproxy",)),
 }
 
 

@@ -262,7 +262,12 @@ def test_the_cloud_archive_comes_first_then_the_pinned_packages(ctx: testing.Con
         ("apt", "nova-compute-kvm", NOVA_PIN),
         ("apt", "neutron-ovn-metadata-agent", AGENT_PIN),
     ]
-    assert host.installed == COMPUTE_PACKAGES | {"neutron-ovn-metadata-agent": AGENT_PIN}
+    # the bridge's haproxy is declared, at the archive's candidate
+    assert host.calls[6] == ("apt", "haproxy", "")
+    assert host.installed == COMPUTE_PACKAGES | {
+        "neutron-ovn-metadata-agent": AGENT_PIN,
+        "haproxy": "candidate",
+    }
 
 
 def test_the_services_run_libvirt_before_nova_compute(ctx: testing.Context[Any]) -> None:
