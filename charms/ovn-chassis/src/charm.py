@@ -221,6 +221,11 @@ class OVSSettings:
             commands += [("--if-exists", "del-br", b) for b in before.bridges if b not in self.bridges]
         # values as JSON strings: ovs-vsctl then takes them verbatim, whatever they hold
         ids = [f"external_ids:{key}={json.dumps(value)}" for key, value in self.external_ids.items() if value]
+        if self.datapath_type == "netdev":
+            # the userspace conntrack takes a guest's TCP with its checksum left to offload for
+            # invalid, and security groups drop it, unless vswitchd reads the virtio-net header
+            # that says so; it does from the ports opened after this is set (inert on "system")
+            ids.append("other_config:userspace-tso-enable=true")
         commands.append(("set", "Open_vSwitch", ".", *ids))
         unset = [key for key, value in self.external_ids.items() if not value]
         if unset:
