@@ -149,6 +149,17 @@ class Container:
         except OSError:
             return []
 
+    def named_network_processes(self) -> list[int]:
+        """The processes in the network namespaces named in this container (``ip netns add``'s).
+
+        ``ip netns exec`` also gives each its own mount namespace, so :meth:`processes` misses them.
+        """
+        found: list[int] = []
+        for named in self.path("/run/netns").glob("*"):
+            with contextlib.suppress(OSError):
+                found += processes_in("net", named.stat().st_ino)
+        return found
+
     def path(self, path: str, *, follow: bool = True) -> pathlib.Path:
         """Where the host reaches ``path`` of this container.
 
@@ -277,9 +288,10 @@ class Machine:
         SandboxHost(machine, self.state).stop_all()
         # not the namespaces' holders, nor this process (whose threads enter units' networks)
         spared = {machine.network.holder.pid, machine.holder.pid, os.getpid()}
-        # what runs in the machine's network, and what its services started in networks of their
-        # own (the metadata agent's haproxy in a namespace per network) but in its filesystem
-        for pid in {*machine.network.processes(), *machine.processes()}:
+        # what runs in the machine's network, in its filesystem, and in the networks its services
+        # named (the metadata agent's haproxy, one per network namespace)
+        every = {*machine.network.processes(), *machine.processes(), *machine.named_network_processes()}
+        for pid in every:
             if pid not in spared:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
