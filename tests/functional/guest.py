@@ -49,6 +49,8 @@ import time
 MARKER = "openstack-charm-collection guest up"
 #: printed after the network attempt (and its ``guest ipv4:``/``guest hostname:`` lines), at most ~12 s later
 NETWORK_DONE = "openstack-charm-collection guest network done"
+#: where OpenStack's metadata service answers guests (the DHCP lease routes it to the metadata port)
+METADATA_ADDRESS = "169.254.169.254"
 
 #: Debian 12's cloud kernel, the one of the point release (in bookworm's main archive, which keeps
 #: it until the next point release; bookworm-security replaces its own with every update)
@@ -90,12 +92,32 @@ while [ ! -e /sys/class/net/eth0 ] && [ $tries -lt 20 ]; do
 done
 if [ -e /sys/class/net/eth0 ]; then
     ip link set eth0 up
-    timeout 10 udhcpc -i eth0 -s /bin/lease -n -q -t 3 -T 2 -A 1 -S || echo "guest: no DHCP lease on eth0"
+    timeout 10 udhcpc -i eth0 -s /bin/lease -n -q -t 3 -T 2 -A 1 -S -O staticroutes \\
+        || echo "guest: no DHCP lease on eth0"
 else
     echo "guest: no NIC"
 fi
 echo "guest hostname: $(hostname)"
 ip -4 -o addr show | while read -r _ dev _ address _; do echo "guest ipv4: $dev $address"; done
+# what cloud-init would ask first; the metadata agent sets its side up once the port is bound
+if ip -4 route show | grep -q "^{METADATA_ADDRESS} "; then
+    tries=0
+    # busybox's wget (static glibc) crashes looking the port up; nc needs no lookup
+    request="GET /openstack/latest/meta_data.json HTTP/1.0\\r\\nHost: {METADATA_ADDRESS}\\r\\n\\r\\n"
+    until printf "$request" | nc -w 5 {METADATA_ADDRESS} 80 >/tmp/meta_data.json 2>/dev/null \\
+            && head -n 1 /tmp/meta_data.json | grep -q " 200 "; do
+        tries=$((tries + 1))
+        [ $tries -ge 30 ] && break
+        sleep 2
+    done
+    if head -n 1 /tmp/meta_data.json | grep -q " 200 "; then
+        echo "guest metadata: $(tr -d '\\n' </tmp/meta_data.json | grep -o '"uuid": *"[^"]*"')"
+    else
+        echo "guest: no answer from the metadata service"
+    fi
+elif [ -e /sys/class/net/eth0 ]; then
+    echo "guest: no route to the metadata service"
+fi
 echo "{NETWORK_DONE}"
 while :; do
     sleep 3600
@@ -111,9 +133,19 @@ case "$1" in
     bound|renew)
         ip -4 addr flush dev "$interface"
         ip addr add "$ip/${mask:-24}" dev "$interface"
-        for gateway in $router; do
-            ip route add default via "$gateway" dev "$interface" && break
-        done
+        if [ -n "$staticroutes" ]; then
+            # classless routes (option 121) replace the router option (RFC 3442)
+            set -- $staticroutes
+            while [ $# -ge 2 ]; do
+                ip route add "$1" via "$2" dev "$interface"
+                echo "guest route: $1 via $2"
+                shift 2
+            done
+        else
+            for gateway in $router; do
+                ip route add default via "$gateway" dev "$interface" && break
+            done
+        fi
         [ -n "$hostname" ] && hostname "$hostname"
         echo "guest lease: $interface $ip/${mask:-24} router=${router:-none} hostname=${hostname:-none}"
         ;;

@@ -114,7 +114,7 @@ def test_a_server_boots_through_libvirt_and_its_guest_prints_its_marker(
     assert domain not in virsh(cloud, "list", "--all", "--name").split()
 
 
-def test_a_server_on_a_tenant_network_is_bound_to_this_chassis_and_gets_its_address(
+def test_a_server_on_a_tenant_network_is_bound_to_this_chassis_and_gets_its_address_and_metadata(
     cloud: Cloud, osc: Callable[..., Any], osc_plain: Callable[..., str], guest_image: dict[str, Any]
 ) -> None:
     network = osc("network", "create", "functional-guest-net")
@@ -145,7 +145,12 @@ def test_a_server_on_a_tenant_network_is_bound_to_this_chassis_and_gets_its_addr
     assert (code, name.strip()) == (0, HOST), err
     # OVN's own DHCP gave the guest the port's address
     address = port["fixed_ips"][0]["ip_address"]
-    log = console_until(osc_plain, server["id"], guest.NETWORK_DONE)
+    log = console_until(osc_plain, server["id"], guest.NETWORK_DONE, timeout=300)
     assert f"guest lease: eth0 {address}/24" in log, log[-2000:]
+    # the lease routes the metadata address to the network's metadata port; this machine's agent,
+    # through the hypervisor's bridge, got the guest nova's own answer about it, as cloud-init would
+    assert f"guest route: {guest.METADATA_ADDRESS}/32 via " in log, log[-2000:]
+    assert f'guest metadata: "uuid": "{server["id"]}"' in log, log[-2000:]
+    print(f"guest's metadata answered {time.monotonic() - start:.1f} s after the request")
     osc_plain("server", "delete", "--wait", server["id"], timeout=300)
     osc_plain("network", "delete", network["id"])
