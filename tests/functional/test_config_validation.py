@@ -145,8 +145,8 @@ SERVICES: dict[str, tuple[Service, ...]] = {
     ),
 }
 
-#: nova's metadata API at the root of its address: the OVN metadata agent is configured only then
-METADATA_URL = "http://10.20.0.10:8775"
+#: nova's metadata API as nova-k8s publishes it, behind its ingress's path (the hypervisor's bridge adds it)
+METADATA_URL = "http://10.20.0.10/openstack-nova-metadata"
 #: PCI aliases nova offers, so that the hypervisor renders its [pci] section
 PCI_ALIASES = json.dumps([{"name": "intel-sr-iov", "product_id": "1563", "vendor_id": "8086"}])
 

@@ -9,6 +9,7 @@ Compute's smoke tests boot the guest of :mod:`guest` under QEMU's emulation.
 from __future__ import annotations
 
 import pathlib
+import re
 from typing import Any
 
 from clients import openstack_json
@@ -35,7 +36,15 @@ def this_cloud(
     }
 
 
-def reported(what: str, outcome: TempestResult) -> TempestResult:
+def server_errors(cloud: Cloud) -> str:
+    """The ingress's log lines of the requests answered with a 5xx (HAProxy's own 503s among them)."""
+    if cloud.ingress is None or not cloud.ingress.log.exists():
+        return ""
+    lines = cloud.ingress.log.read_text(errors="replace").splitlines()
+    return "\n".join(line for line in lines if re.search(r" 5\d\d \d+ ", line))[-6000:]
+
+
+def reported(what: str, outcome: TempestResult, cloud: Cloud) -> TempestResult:
     """The run's counts and skip reasons printed (the closing notes quote them); no test failed."""
     print(
         f"{what}: {outcome.ran} ran, {outcome.passed} passed, {outcome.skipped} skipped, "
@@ -43,6 +52,9 @@ def reported(what: str, outcome: TempestResult) -> TempestResult:
     )
     for test, reason in sorted(outcome.skip_reasons.items()):
         print(f"  skipped {test}: {reason}")
+    if outcome.failed:
+        # which unit answered a server error, or whether HAProxy had none to send to
+        print(f"server errors through the ingress:\n{server_errors(cloud)}")
     assert outcome.failed == 0, "\n".join(f"{t}: {why}" for t, why in outcome.failures.items())
     return outcome
 
@@ -63,7 +75,7 @@ def test_identity_image_and_network_smoke_tests_pass(
         region=results["region"],
         extra=this_cloud(cloud, venv, admin, external_network),
     )
-    outcome = reported("tempest", run_tempest(venv, tmp_path, SMOKE_REGEX, timeout=900))
+    outcome = reported("tempest", run_tempest(venv, tmp_path, SMOKE_REGEX, timeout=900), cloud)
     assert outcome.ran >= 18 and outcome.passed == outcome.ran - outcome.skipped
     for api in ("identity", "image", "network"):
         assert [t for t in outcome.passed_tests if t.startswith(f"tempest.api.{api}")], (
@@ -118,7 +130,9 @@ def test_compute_smoke_tests_pass(
             },
         },
     )
-    outcome = reported("tempest compute", run_tempest(venv, tmp_path, COMPUTE_SMOKE_REGEX, timeout=1500))
+    outcome = reported(
+        "tempest compute", run_tempest(venv, tmp_path, COMPUTE_SMOKE_REGEX, timeout=1500), cloud
+    )
     created = [t for t in outcome.passed_tests if ".test_create_server." in t]
     assert created, "no server was created by tempest"
     assert outcome.passed == outcome.ran - outcome.skipped

@@ -20,7 +20,7 @@ Design, and why:
   ``nova-service``, so this charm runs neutron-ovn-metadata-agent, which signs guests' requests
   with it. The agent can only name a host, port and protocol for nova, and appends the guest's
   path to them, while nova's ``metadata-url`` behind traefik has a path prefix. So the agent
-  talks plain HTTP to a local bridge, HAProxy (the agent's own dependency) on
+  talks plain HTTP to a local bridge, HAProxy (declared with the agent) on
   ``127.0.0.1:8775`` as the unit ``nova-metadata-bridge``, which puts the prefix in front of the
   path and reaches nova's URL, verifying TLS against the cloud's CA. One path for every URL,
   with or without a prefix, so the one the sandbox runs is the one a cloud behind traefik runs.
