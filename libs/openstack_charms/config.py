@@ -23,6 +23,17 @@ class InvalidOption(ValueError):
         self.reason = reason
 
 
+def is_ip_address(value: str | None) -> bool:
+    """Whether ``value`` is an IPv4 or IPv6 address (not a host name, not empty)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value or "")
+    except ValueError:
+        return False
+    return True
+
+
 def shown(value: str, limit: int = 40) -> str:
     """A value as a status may quote it: repr, cut to ``limit`` characters."""
     text = repr(value)

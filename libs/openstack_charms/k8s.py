@@ -81,8 +81,7 @@ class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
         fully qualified form, the pod's own name (what traefik connects to) and
         the host names of ready ingress URLs.
         """
-        import ipaddress
-
+        from .config import is_ip_address
         from .relations.ingress import unit_host
 
         app, model = self.app.name, self.model.name
@@ -95,11 +94,8 @@ class K8sCharm(OpenStackCharm[ConfigT, ContextT]):
         for endpoint in wiring.INGRESS_ENDPOINTS:
             ingress = self._ingress(endpoint)
             host = ingress.hostname if ingress else ""
-            try:
-                ipaddress.ip_address(host)
-            except ValueError:
-                if host and host not in names:
-                    names.append(host)
+            if host and host not in names and not is_ip_address(host):
+                names.append(host)
         return common_name, names
 
     # -- builders ------------------------------------------------------------------

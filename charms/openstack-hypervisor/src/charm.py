@@ -62,7 +62,7 @@ from openstack_charms import (
     check_choice,
     check_range,
 )
-from openstack_charms.config import shown
+from openstack_charms.config import is_ip_address, shown
 from openstack_charms.plan import AptRepository, Package
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ class Metadata:
         server = f"    server nova {address}:{self.port}"
         if self.protocol == "https":
             server += f" ssl verify required ca-file {cafile}"
-            if not _is_ip(self.host):
+            if not is_ip_address(self.host):
                 # HAProxy checks a name against the certificate, never an address: the chain it does
                 server += f" sni str({self.host}) verifyhost {self.host}"
         lines = [
@@ -217,16 +217,6 @@ class Metadata:
             "",
         ]
         return "\n".join(lines)
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def metadata_of(nova: NovaServiceContext) -> Metadata | str:

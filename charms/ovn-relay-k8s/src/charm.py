@@ -13,7 +13,6 @@ hook asks Kubernetes nothing.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -31,6 +30,7 @@ from openstack_charms import (
     Wire,
     Workload,
 )
+from openstack_charms.config import is_ip_address
 from openstack_charms.plan import Service
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ class OVNRelayCharm(K8sCharm[ServiceConfig, Context]):
                 self.peers.set(ADDRESS, address)
         if not address:
             raise Waiting(WAITING_FOR_ADDRESS)
-        if not _is_ip(address):
+        if not is_ip_address(address):
             raise Blocked(f"the LoadBalancer service got host name {address}; chassis need an IP address")
         return address
 
@@ -223,7 +223,7 @@ class OVNRelayCharm(K8sCharm[ServiceConfig, Context]):
         def loadbalancer() -> str | None:
             assert self.peers is not None
             address = self.peers.get(ADDRESS)
-            return address if _is_ip(address) else None
+            return address if is_ip_address(address) else None
 
         return OVSDBCMSProvider(self, endpoint, location=location, loadbalancer=loadbalancer)
 
@@ -236,14 +236,6 @@ def protocol(ctx: Context) -> str:
 def _relay_provider(charm: object, endpoint: str) -> Any:
     assert isinstance(charm, OVNRelayCharm)
     return charm.relay_provider(endpoint)
-
-
-def _is_ip(value: str | None) -> bool:
-    try:
-        ipaddress.ip_address(value or "")
-    except ValueError:
-        return False
-    return True
 
 
 def _join_pem(*bundles: str) -> str:

@@ -25,6 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ..config import is_ip_address
 from .base import Incomplete, RelationDataError, RelationHandler, update_databag
 
 if TYPE_CHECKING:
@@ -85,16 +86,6 @@ def remote(protocol: str, address: str, port: int) -> str:
 def remotes(protocol: str, addresses: Sequence[str], port: int) -> str:
     """Comma-joined remotes, in the order given."""
     return ",".join(remote(protocol, a, port) for a in addresses)
-
-
-def _is_ip(value: str | None) -> bool:
-    if not value:
-        return False
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +156,7 @@ class OVSDBCMSRequirer(RelationHandler[OVSDBContext]):
             return OVSDBContext(nb, sb, sb, nb, protocol)
         units = sorted(relation.units, key=lambda u: int(u.name.split("/")[1]))
         located = [relation.data[u] for u in units]
-        served = [d for d in located if _is_ip(d.get("bound-address"))]
+        served = [d for d in located if is_ip_address(d.get("bound-address"))]
         if not served:
             raise Incomplete(f"bound-address from a unit of {relation.app.name}")
         protocols = {d.get("protocol") or "ssl" for d in served}
@@ -177,7 +168,7 @@ class OVSDBCMSRequirer(RelationHandler[OVSDBContext]):
         addresses = [d["bound-address"] for d in served]
         nb, sb = remotes(protocol, addresses, NB_PORT), remotes(protocol, addresses, SB_PORT)
         lb = app_data.get("loadbalancer-address")
-        if lb and not _is_ip(lb):
+        if lb and not is_ip_address(lb):
             raise RelationDataError(f"loadbalancer-address {lb!r} is not an IP address")
         if lb:
             external_nb, external_sb = remote(protocol, lb, NB_PORT), remote(protocol, lb, SB_PORT)
